@@ -1,0 +1,2 @@
+//! Idle websocket memory benchmark client (filled in by the bench harness work).
+fn main() {}

@@ -1,0 +1,112 @@
+//! Raw serde mirror of the TOML file: every key optional, unknown keys rejected.
+//!
+//! Nothing here is validated beyond its TOML type; `validate.rs` turns this into
+//! [`super::Config`]. Values that validation may reject are `Spanned`, so that
+//! a problem can name the line it comes from.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A duration written as a string such as `"30s"` or `"20m"`.
+pub type FileDuration = Spanned<humantime_serde::Serde<Duration>>;
+
+/// A size written as a string such as `"128MiB"` or `"64KiB"`.
+pub type FileSize = Spanned<ByteSize>;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub listeners: Vec<FileListener>,
+    #[serde(default)]
+    pub nodes: Vec<FileNode>,
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub forwarding: FileForwarding,
+    #[serde(default)]
+    pub cookies: FileCookies,
+    #[serde(default)]
+    pub retries: FileRetries,
+    #[serde(default)]
+    pub runtime: FileRuntime,
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: Spanned<String>,
+}
+
+/// `[[nodes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub role: Spanned<String>,
+    pub workers: Option<Spanned<i64>>,
+}
+
+/// `[timeouts]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    pub client_header: Option<FileDuration>,
+    pub client_body: Option<FileDuration>,
+    pub client_keepalive: Option<FileDuration>,
+    pub client_send: Option<FileDuration>,
+    pub upstream_connect: Option<FileDuration>,
+    pub upstream_response: Option<FileDuration>,
+    pub websocket_idle: Option<FileDuration>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_request_body: Option<FileSize>,
+    pub request_buffer: Option<FileSize>,
+    pub response_buffer: Option<FileSize>,
+    pub max_response_spool: Option<FileSize>,
+    pub max_header_bytes: Option<FileSize>,
+    pub spool_dir: Option<Spanned<String>>,
+}
+
+/// `[forwarding]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileForwarding {
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
+/// `[cookies]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCookies {
+    pub session_secure: Option<bool>,
+    pub session_samesite: Option<Spanned<String>>,
+}
+
+/// `[retries]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRetries {
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub max_replays: Option<Spanned<i64>>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRuntime {
+    pub worker_threads: Option<Spanned<i64>>,
+}

@@ -1,0 +1,208 @@
+//! Validated runtime configuration and [`load`].
+//!
+//! The file is parsed into the raw mirror in [`file`], then [`validate`] checks
+//! every rule and either builds a [`Config`] or returns every problem it found,
+//! each naming its key, bad value and line.
+
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Method;
+use ipnet::IpNet;
+
+pub use validate::{DEFAULT_UPSTREAM_RESPONSE, parse};
+
+/// The configuration every other module reads. Built only by [`parse`]/[`load`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Plain-HTTP listeners.
+    pub listeners: Vec<ListenerConfig>,
+    /// Every declared Odoo node, in file order, cron nodes included.
+    pub nodes: Vec<NodeConfig>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub forwarding: Forwarding,
+    pub cookies: CookieFlags,
+    pub retries: Retries,
+    /// Tokio worker threads; `None` means one per core.
+    pub worker_threads: Option<usize>,
+    /// Non-fatal remarks found while validating (printed by `check` and at start).
+    pub warnings: Vec<String>,
+}
+
+/// One `[[listeners]]` entry.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+}
+
+/// What an Odoo node does; decides which requests it may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Prefork HTTP workers: web UI, RPC, reports.
+    Interactive,
+    /// The evented (gevent) process: `/websocket` and `/longpolling`.
+    Gevent,
+    /// `http_enable = False`: scheduled jobs only, never any request.
+    Cron,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Interactive => "interactive",
+            Role::Gevent => "gevent",
+            Role::Cron => "cron",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[nodes]]` entry.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    /// `host:port` exactly as written (a name is resolved at connect time).
+    pub address: String,
+    pub role: Role,
+    /// Odoo HTTP workers on the node (`workers =` in odoo.conf); 0 when not given.
+    pub workers: u32,
+}
+
+/// `[timeouts]`, all resolved to their defaults.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// From the first byte of a request head to its end.
+    pub client_header: Duration,
+    /// Longest pause between two reads of a request body.
+    pub client_body: Duration,
+    /// Idle time allowed between two requests on a kept-alive connection.
+    pub client_keepalive: Duration,
+    /// Longest a write to the client may stall.
+    pub client_send: Duration,
+    pub upstream_connect: Duration,
+    /// From the request sent to the reply head, and between two reads of the reply body.
+    pub upstream_response: Duration,
+    /// A tunnel with no byte either way for this long is closed.
+    pub websocket_idle: Duration,
+}
+
+/// `[limits]`, in bytes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_body: u64,
+    /// Request body bytes kept in memory before spooling to a temp file.
+    pub request_buffer: usize,
+    /// Reply bytes kept in memory for a slow client before spooling.
+    pub response_buffer: usize,
+    /// Past this much spooled reply, the edge stops reading from Odoo until the client catches up.
+    pub max_response_spool: u64,
+    pub max_header_bytes: usize,
+    /// Where spool files go (they are unlinked at creation); `None` is the system temp dir.
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// `[forwarding]`
+#[derive(Debug, Clone, Default)]
+pub struct Forwarding {
+    /// Peers whose X-Forwarded-* headers are believed and extended.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[cookies]`: what the `session_id` cookie gets on HTTPS.
+#[derive(Debug, Clone)]
+pub struct CookieFlags {
+    pub secure: bool,
+    /// `Lax`, `Strict` or `None`; `None` here means leave SameSite alone.
+    pub same_site: Option<&'static str>,
+}
+
+/// `[retries]`
+#[derive(Debug, Clone)]
+pub struct Retries {
+    /// Methods that may be replayed on another node after a node may have seen them.
+    pub methods: Vec<Method>,
+    /// How many replays at most for one request.
+    pub max_replays: u32,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// toml's own message already carries line, column and a caret snippet.
+    #[error("{0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("{}", Problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One rule the file breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path such as `nodes[1].address`.
+    pub key: String,
+    /// The offending value as a TOML literal (strings quoted), when there is one.
+    pub value: Option<String>,
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)?;
+        if let Some(value) = &self.value {
+            write!(f, " = {value}")?;
+        }
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+struct Problems<'a>(&'a [Problem]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text)
+}
+
+impl Config {
+    /// Nodes of one role, in file order.
+    pub fn nodes_with_role(&self, role: Role) -> impl Iterator<Item = &NodeConfig> {
+        self.nodes.iter().filter(move |n| n.role == role)
+    }
+}

@@ -1,0 +1,50 @@
+//! Request-path errors and the one place that maps them to an HTTP status.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why the edge answered a request itself instead of relaying Odoo's reply.
+///
+/// Small and unboxed: these are built on the hot path. The detail goes to the
+/// log; the client only sees [`ProxyError::status`] and a short page.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The declared or received body is above `limits.max_request_body`.
+    #[error("request body above the {limit} byte limit")]
+    BodyTooLarge { limit: u64 },
+    /// The client stopped sending its body, or sent a broken one.
+    #[error("client body: {0}")]
+    ClientBody(String),
+    /// The client paused longer than `timeouts.client_body` while sending its body.
+    #[error("client body stalled for {0:?}")]
+    ClientBodyTimeout(Duration),
+    /// Every candidate node refused the connection or could not be reached.
+    #[error("no node of the {pool} pool could be reached: {last}")]
+    NoUpstream { pool: &'static str, last: String },
+    /// The node sent something that is not HTTP, reset the connection, or
+    /// closed it before a complete reply head.
+    #[error("node {node}: {detail}")]
+    BadGateway { node: String, detail: String },
+    /// The node gave no reply head within `timeouts.upstream_response`.
+    #[error("node {node}: no reply within {after:?}")]
+    UpstreamTimeout { node: String, after: Duration },
+    /// Spooling to a temp file failed (disk full, spool dir gone).
+    #[error("spool file: {0}")]
+    Spool(#[source] std::io::Error),
+}
+
+impl ProxyError {
+    /// The status the client gets for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}

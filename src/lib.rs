@@ -1,0 +1,135 @@
+//! odoo-edge: an HTTP edge proxy that knows the shape of an Odoo cluster.
+//!
+//! It replaces the nginx in front of Odoo. The cluster is declared as nodes
+//! with roles: **interactive** nodes (prefork HTTP workers) get the web UI,
+//! RPC and reports in round robin; **gevent** nodes get the long-lived
+//! `/websocket` (and `/longpolling`) connections; **cron** nodes
+//! (`http_enable = False`) are declared so the edge knows the topology, and are
+//! never sent anything.
+//!
+//! # Request flow
+//!
+//! ```text
+//! client ─► listener (ClientIo: idle/head/send timeouts, hyper HTTP/1.1)
+//!        ─► proxy::handle
+//!             ├─ router::route(path) ─► Bus | Interactive
+//!             ├─ websocket upgrade? ─► proxy::websocket ─► 101 ─► proxy::tunnel (splice)
+//!             ├─ proxy::body::collect   whole body: memory, then spool file; 413 over the cap
+//!             ├─ proxy::headers         X-Forwarded-*, hop-by-hop
+//!             ├─ pool::Pool::candidates round robin; refused → next; replay only GET/HEAD
+//!             └─ proxy::reply           drain the node at its pace, feed the client at its own
+//! ```
+//!
+//! Odoo's prefork workers serve one connection at a time and give a client 2 s
+//! between reads, so the edge takes the whole request before it picks a node,
+//! and takes the whole reply off the node as fast as it comes, buffering for a
+//! slow client (memory, then a temp file), the way nginx's proxy buffering does.
+//!
+//! # Layout
+//!
+//! * `config`: the TOML file (`file`), its rules (`validate`), the runtime [`Config`].
+//! * `listener`: bind, accept, serve connections; client-side timeouts.
+//! * `router`: path → route; pure.
+//! * `proxy`: the request phases; `body`, `headers`, `reply`, `websocket`, `tunnel`.
+//! * `pool`: nodes by role, round robin, the upstream client.
+//! * `spool`: unlinked temp files for large bodies.
+//! * `error`: [`error::ProxyError`] and its one mapping to a status.
+//! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
+//! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listener;
+pub mod mock_odoo;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod spool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use listener::BindError;
+use proxy::Edge;
+
+/// A running edge: its bound addresses and the means to stop it.
+pub struct Running {
+    /// Local addresses, in `listeners` order (useful with port 0).
+    pub addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Binds every listener and starts serving. Fails, with the listener named,
+/// if any address cannot be bound; nothing is served then.
+pub fn start(config: &Config) -> Result<Running, BindError> {
+    let listeners = listener::bind(&config.listeners)?;
+    let edge = Arc::new(Edge::new(config));
+    log_topology(config);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut addrs = Vec::new();
+    for l in listeners {
+        let addr = l
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        info!(address = %addr, "listening");
+        addrs.push(addr);
+        tracker.spawn(listener::serve(
+            l,
+            edge.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    Ok(Running {
+        addrs,
+        shutdown,
+        tracker,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets open requests finish for up to `deadline`, then returns.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?deadline,
+                "connections still open at the shutdown deadline; closing them"
+            );
+        }
+    }
+}
+
+/// Serves until `stop` resolves, then shuts down gracefully.
+pub async fn run(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), BindError> {
+    let running = start(config)?;
+    stop.await;
+    info!("shutting down");
+    running.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+fn log_topology(config: &Config) {
+    for node in &config.nodes {
+        info!(node = %node.name, address = %node.address, role = %node.role, workers = node.workers, "node");
+    }
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+}

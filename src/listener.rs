@@ -1,0 +1,348 @@
+//! Client side: bind, accept, serve HTTP/1.1 with upgrades, and the
+//! per-connection timeouts hyper does not give us.
+//!
+//! hyper's own header-read timer also runs while a kept-alive connection sits
+//! idle, so one value cannot serve as both nginx's `client_header_timeout`
+//! and `keepalive_timeout`. [`ClientIo`] wraps the socket instead: while no
+//! request is being served it allows `client_keepalive` of silence, then
+//! `client_header` from the first byte of a head to its end; a write that
+//! stalls longer than `client_send` fails. While a request is in flight (the
+//! node may take 20 minutes on a report) it imposes nothing.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use http_body::{Body, Frame, SizeHint};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::{ListenerConfig, Timeouts};
+use crate::proxy::{self, ClientInfo, Edge};
+
+/// A listener address that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listeners[{index}].address = {address:?}: cannot listen: {source}")]
+pub struct BindError {
+    pub index: usize,
+    pub address: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Binds every listener, or says which one failed.
+pub fn bind(listeners: &[ListenerConfig]) -> Result<Vec<TcpListener>, BindError> {
+    listeners
+        .iter()
+        .enumerate()
+        .map(|(index, l)| {
+            bind_one(l.address).map_err(|source| BindError {
+                index,
+                address: l.address,
+                source,
+            })
+        })
+        .collect()
+}
+
+fn bind_one(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(4096)
+}
+
+/// Accepts connections until `shutdown`, serving each on its own task
+/// registered with `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(cause = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(serve_connection(stream, peer, edge, shutdown));
+    }
+    info!(address = ?local, "listener closed");
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    edge: Arc<Edge>,
+    shutdown: CancellationToken,
+) {
+    let state = Arc::new(ConnState::default());
+    let io = ClientIo::new(stream, &edge.timeouts, state.clone());
+    let max_buf = edge.limits.max_header_bytes.max(8192);
+    let client = ClientInfo { peer, tls: false };
+    let service = service_fn(move |req: Request<Incoming>| {
+        let edge = edge.clone();
+        let guard = ActiveGuard::new(state.clone());
+        async move {
+            let response = proxy::handle(&edge, req, client).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_buf_size(max_buf)
+        .header_read_timeout(None);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, cause = %e, "client connection ended with an error");
+    }
+}
+
+// === impl ConnState ===
+
+/// What the socket wrapper needs to know about the requests on its connection.
+#[derive(Default)]
+struct ConnState {
+    /// Requests whose response body has not been fully sent yet.
+    active: AtomicUsize,
+    /// When the last response finished; `None` before the first.
+    idle_since: Mutex<Option<Instant>>,
+    /// The reader, woken when the connection turns idle so its timer starts.
+    reader: AtomicWaker,
+}
+
+/// Marks a request in flight for as long as its response body lives.
+struct ActiveGuard(Arc<ConnState>);
+
+impl ActiveGuard {
+    fn new(state: Arc<ConnState>) -> ActiveGuard {
+        state.active.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(state)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut since) = self.0.idle_since.lock() {
+            *since = Some(Instant::now());
+        }
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.reader.wake();
+    }
+}
+
+/// A response body that keeps its request counted as active until it is sent.
+struct GuardedBody<B> {
+    body: B,
+    guard: ActiveGuard,
+}
+
+impl<B: Body + Unpin> Body for GuardedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let _ = &self.guard;
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+// === impl ClientIo ===
+
+/// The client socket, with the between-requests timeouts described at the top.
+pub struct ClientIo {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+    keepalive: Duration,
+    header: Duration,
+    send: Duration,
+    accepted: Instant,
+    /// First byte of a head that is not complete yet.
+    head_started: Option<Instant>,
+    read_timer: Pin<Box<Sleep>>,
+    write_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientIo {
+    fn new(inner: TcpStream, timeouts: &Timeouts, state: Arc<ConnState>) -> ClientIo {
+        let now = Instant::now();
+        ClientIo {
+            inner,
+            state,
+            keepalive: timeouts.client_keepalive,
+            header: timeouts.client_header,
+            send: timeouts.client_send,
+            accepted: now,
+            head_started: None,
+            read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.client_header)),
+            write_timer: None,
+        }
+    }
+
+    /// The socket itself, for tunnels that bypass HTTP after an upgrade.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
+    }
+
+    /// When a read that is still waiting must give up; `None` while a request is served.
+    fn read_deadline(&mut self) -> Option<Instant> {
+        if self.state.active.load(Ordering::Acquire) > 0 {
+            self.head_started = None;
+            return None;
+        }
+        if let Some(start) = self.head_started {
+            return Some(start + self.header);
+        }
+        let idle_since = self.state.idle_since.lock().ok().and_then(|s| *s);
+        Some(match idle_since {
+            // A fresh connection must send its first head in `client_header`.
+            None => self.accepted + self.header.min(self.keepalive),
+            Some(since) => since + self.keepalive,
+        })
+    }
+}
+
+impl ClientIo {
+    /// Fails a write that has been pending longer than `client_send`.
+    fn bound_stall(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if polled.is_ready() {
+            self.write_timer = None;
+            return polled;
+        }
+        let send = self.send;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out("client stopped reading"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before
+                    && this.head_started.is_none()
+                    && this.state.active.load(Ordering::Acquire) == 0
+                {
+                    this.head_started = Some(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                this.state.reader.register(cx.waker());
+                let Some(deadline) = this.read_deadline() else {
+                    return Poll::Pending;
+                };
+                if this.read_timer.deadline() != deadline {
+                    this.read_timer.as_mut().reset(deadline);
+                }
+                match this.read_timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(timed_out("client idle or slow head"))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.bound_stall(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.bound_stall(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

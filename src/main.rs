@@ -1,0 +1,172 @@
+//! The `odoo-edge` command: `run`, `check` and `demo`. Parsing the command line,
+//! logging set-up and exit codes live here; everything else is the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use odoo_edge::Config;
+use odoo_edge::config::{self, ConfigError, Role};
+
+#[derive(Parser)]
+#[command(name = "odoo-edge", version, about = "An Odoo-aware HTTP edge proxy")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a configuration file.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: exit 0, or print every problem and exit 1.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Start the edge in front of built-in mock Odoo nodes (2 interactive, 1 gevent, 1 cron).
+    Demo {
+        /// Where the edge listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => {
+            let Some(config) = load_or_report(&config) else {
+                return ExitCode::FAILURE;
+            };
+            report(runtime(config.worker_threads).and_then(|rt| {
+                rt.block_on(async {
+                    odoo_edge::run(&config, stop_signal()).await?;
+                    Ok(())
+                })
+            }))
+        }
+        Command::Demo { listen } => report(
+            runtime(None).and_then(|rt| rt.block_on(odoo_edge::demo::run(listen, stop_signal()))),
+        ),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some(config) = load_or_report(path) else {
+        return ExitCode::FAILURE;
+    };
+    for warning in &config.warnings {
+        eprintln!("odoo-edge: warning: {warning}");
+    }
+    let count = |role| config.nodes_with_role(role).count();
+    let workers: u32 = config
+        .nodes_with_role(Role::Interactive)
+        .map(|n| n.workers)
+        .sum();
+    println!(
+        "odoo-edge: {} is valid: {} listener(s); nodes: {} interactive ({} workers), {} gevent, {} cron",
+        path.display(),
+        config.listeners.len(),
+        count(Role::Interactive),
+        workers,
+        count(Role::Gevent),
+        count(Role::Cron),
+    );
+    ExitCode::SUCCESS
+}
+
+/// Loads a config, printing what is wrong with it (like `nginx -t`) on failure.
+fn load_or_report(path: &Path) -> Option<Config> {
+    match config::load(path) {
+        Ok(config) => Some(config),
+        Err(ConfigError::Invalid(problems)) => {
+            eprintln!(
+                "odoo-edge: {}: {} problem(s):",
+                path.display(),
+                problems.len()
+            );
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            None
+        }
+        Err(e) => {
+            eprintln!("odoo-edge: {}: {e}", path.display());
+            None
+        }
+    }
+}
+
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("odoo-edge: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,239 @@
+//! Header rewriting in both directions: hop-by-hop removal (RFC 9110 §7.6.1),
+//! the X-Forwarded-* set that Odoo's `proxy_mode` reads, and the `session_id`
+//! cookie flags.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{CookieFlags, Forwarding};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Who sent the request and how it reached the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    pub peer: SocketAddr,
+    /// The listener terminated TLS.
+    pub tls: bool,
+}
+
+/// Removes hop-by-hop headers: the fixed list plus every header named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request's headers for Odoo. Returns the scheme Odoo will
+/// believe (`https` decides the cookie flags on the way back).
+///
+/// From an untrusted peer, X-Forwarded-For is replaced by the peer address and
+/// X-Forwarded-Proto/-Host are set from this connection. From a peer in
+/// `forwarding.trusted_proxies`, the peer is appended to X-Forwarded-For and
+/// the rightmost X-Forwarded-Proto/-Host it sent are kept (Odoo only ever
+/// reads the rightmost value). Host itself is never touched.
+pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwarding) -> Scheme {
+    remove_hop_by_hop(headers);
+    // The edge sends the body it buffered, whole, with its length.
+    headers.remove(header::EXPECT);
+
+    let peer = client.peer.ip();
+    let trusted = is_trusted(peer, fwd);
+
+    let chain = if trusted {
+        let mut chain = joined(headers, &X_FORWARDED_FOR);
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&peer.to_string());
+        chain
+    } else {
+        peer.to_string()
+    };
+    let real_ip = if trusted {
+        chain
+            .rsplit(',')
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .find(|a| !is_trusted(*a, fwd))
+            .unwrap_or(peer)
+    } else {
+        peer
+    };
+
+    let own_proto = if client.tls {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    };
+    let proto = if trusted {
+        match rightmost(headers, &X_FORWARDED_PROTO).as_deref() {
+            Some(p) if p.eq_ignore_ascii_case("https") => Scheme::Https,
+            Some(p) if p.eq_ignore_ascii_case("http") => Scheme::Http,
+            _ => own_proto,
+        }
+    } else {
+        own_proto
+    };
+    let forwarded_host = trusted
+        .then(|| rightmost(headers, &X_FORWARDED_HOST))
+        .flatten()
+        .and_then(|h| HeaderValue::from_str(&h).ok())
+        .or_else(|| headers.get(header::HOST).cloned());
+
+    set(headers, &X_FORWARDED_FOR, &chain);
+    set(headers, &X_REAL_IP, &real_ip.to_string());
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(proto.as_str()),
+    );
+    match forwarded_host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+    proto
+}
+
+/// `http` or `https`, as Odoo will see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// Rewrites a node's reply headers for the client.
+pub fn to_client(headers: &mut HeaderMap, scheme: Scheme, cookies: &CookieFlags) {
+    remove_hop_by_hop(headers);
+    if scheme == Scheme::Https {
+        secure_session_cookie(headers, cookies);
+    }
+}
+
+/// Adds `Secure` and `SameSite` to Odoo's `session_id` cookie, as Odoo's docs
+/// do with nginx's `proxy_cookie_flags session_id samesite=lax secure`.
+/// Attributes Odoo already set are left as they are.
+pub fn secure_session_cookie(headers: &mut HeaderMap, flags: &CookieFlags) {
+    if !flags.secure && flags.same_site.is_none() {
+        return;
+    }
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if !cookies.iter().any(|c| cookie_name(c) == Some("session_id")) {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        let value = match (cookie_name(&cookie), cookie.to_str()) {
+            (Some("session_id"), Ok(text)) => {
+                let attrs: Vec<String> = text
+                    .split(';')
+                    .skip(1)
+                    .map(|a| a.trim().to_ascii_lowercase())
+                    .collect();
+                let mut out = text.trim_end().trim_end_matches(';').to_owned();
+                if flags.secure && !attrs.iter().any(|a| a == "secure") {
+                    out.push_str("; Secure");
+                }
+                if let Some(same_site) = flags.same_site
+                    && !attrs.iter().any(|a| a.starts_with("samesite"))
+                {
+                    out.push_str("; SameSite=");
+                    out.push_str(same_site);
+                }
+                HeaderValue::from_str(&out).unwrap_or(cookie)
+            }
+            _ => cookie,
+        };
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+fn cookie_name(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    Some(text.split_once('=')?.0.trim())
+}
+
+fn is_trusted(ip: IpAddr, fwd: &Forwarding) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    fwd.trusted_proxies.iter().any(|net| net.contains(&ip))
+}
+
+/// All values of a comma-separated header, joined with ", ".
+fn joined(headers: &HeaderMap, name: &HeaderName) -> String {
+    let mut out = String::new();
+    for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn rightmost(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .next_back()
+        .and_then(|v| v.rsplit(',').map(str::trim).find(|p| !p.is_empty()))
+        .map(str::to_owned)
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+use super::*;
+
+fn fwd(trusted: &[&str]) -> Forwarding {
+    Forwarding {
+        trusted_proxies: trusted.iter().map(|t| t.parse().expect("cidr")).collect(),
+    }
+}
+
+fn client(peer: &str) -> ClientInfo {
+    ClientInfo {
+        peer: peer.parse().expect("socket address"),
+        tls: false,
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            HeaderValue::from_str(v).expect("value"),
+        );
+    }
+    h
+}
+
+#[test]
+fn untrusted_peer_spoofed_forwarded_headers_are_replaced() {
+    let mut h = headers(&[
+        ("host", "erp.example.com:8443"),
+        ("x-forwarded-for", "1.2.3.4"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-real-ip", "1.2.3.4"),
+    ]);
+    let scheme = to_upstream(&mut h, &client("203.0.113.7:5000"), &fwd(&[]));
+    assert_eq!(scheme, Scheme::Http);
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+    assert_eq!(h["x-real-ip"], "203.0.113.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "erp.example.com:8443");
+    assert_eq!(h["host"], "erp.example.com:8443");
+}
+
+#[test]
+fn trusted_peer_chain_is_extended_and_its_proto_believed() {
+    let mut h = headers(&[
+        ("host", "internal:80"),
+        ("x-forwarded-for", "198.51.100.9, 10.0.0.5"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "erp.example.com"),
+    ]);
+    let scheme = to_upstream(&mut h, &client("10.0.0.2:4000"), &fwd(&["10.0.0.0/8"]));
+    assert_eq!(scheme, Scheme::Https);
+    assert_eq!(h["x-forwarded-for"], "198.51.100.9, 10.0.0.5, 10.0.0.2");
+    assert_eq!(h["x-real-ip"], "198.51.100.9");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "erp.example.com");
+}
+
+#[test]
+fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
+    let mut h = headers(&[
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "timeout=5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("upgrade", "h2c"),
+        ("proxy-connection", "keep-alive"),
+        ("cookie", "session_id=abc"),
+    ]);
+    remove_hop_by_hop(&mut h);
+    assert_eq!(h.len(), 1, "only the cookie is left: {h:?}");
+    assert_eq!(h["cookie"], "session_id=abc");
+}
+
+#[test]
+fn session_cookie_gets_secure_and_samesite_once() {
+    let flags = CookieFlags {
+        secure: true,
+        same_site: Some("Lax"),
+    };
+    let mut h = headers(&[
+        (
+            "set-cookie",
+            "session_id=abc; Expires=Wed, 01 Jan 2031 00:00:00 GMT; HttpOnly; Path=/",
+        ),
+        ("set-cookie", "frontend_lang=en_US; Path=/"),
+    ]);
+    to_client(&mut h, Scheme::Https, &flags);
+    let all: Vec<_> = h.get_all("set-cookie").iter().collect();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all[0],
+        "session_id=abc; Expires=Wed, 01 Jan 2031 00:00:00 GMT; HttpOnly; Path=/; Secure; SameSite=Lax"
+    );
+    assert_eq!(all[1], "frontend_lang=en_US; Path=/");
+
+    let mut again = h.clone();
+    secure_session_cookie(&mut again, &flags);
+    assert_eq!(again, h, "flags are not added twice");
+}
+
+#[test]
+fn session_cookie_is_left_alone_over_plain_http() {
+    let flags = CookieFlags {
+        secure: true,
+        same_site: Some("Lax"),
+    };
+    let mut h = headers(&[("set-cookie", "session_id=abc; HttpOnly; Path=/")]);
+    to_client(&mut h, Scheme::Http, &flags);
+    assert_eq!(h["set-cookie"], "session_id=abc; HttpOnly; Path=/");
+}

@@ -1,0 +1,252 @@
+//! One request through the edge, as named phases called in order:
+//!
+//! 1. `request_filter`: route by path; a websocket upgrade leaves for
+//!    [`websocket::tunnel`]; a declared body above the cap is refused (413).
+//! 2. `read_body`: the whole request body, memory then spool ([`body`]).
+//! 3. `upstream_request_filter`: X-Forwarded-*, hop-by-hop removal ([`headers`]).
+//! 4. `upstream_peer` + send: nodes of the route's pool in round-robin order;
+//!    a refused connection moves on (nothing was sent), a failure after
+//!    sending moves on only for a replayable method, a timeout is a 504.
+//! 5. `response_filter`: hop-by-hop removal, cookie flags; the body is pumped
+//!    from the node as fast as it comes ([`reply`]).
+//!
+//! Static files and X-Accel-Redirect (later) slot in before step 2 and after
+//! step 4 respectively; health and admission control live behind
+//! [`crate::pool::Pool::candidates`].
+
+pub mod body;
+pub mod headers;
+pub mod reply;
+mod tunnel;
+pub mod websocket;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+pub use body::{RequestBody, UpstreamBody};
+pub use headers::{ClientInfo, Scheme};
+pub use reply::ReplyBody;
+
+use crate::config::{Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
+use crate::error::ProxyError;
+use crate::pool::{self, Node, Topology, Upstream};
+use crate::router::{self, Route};
+
+/// Everything a request needs, built once from the config.
+pub struct Edge {
+    pub topology: Topology,
+    pub client: Upstream,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub forwarding: Forwarding,
+    pub cookies: CookieFlags,
+    pub retries: Retries,
+}
+
+impl Edge {
+    pub fn new(config: &Config) -> Edge {
+        Edge {
+            topology: Topology::new(config),
+            client: pool::upstream_client(&config.timeouts),
+            timeouts: config.timeouts.clone(),
+            limits: config.limits.clone(),
+            forwarding: config.forwarding.clone(),
+            cookies: config.cookies.clone(),
+            retries: config.retries.clone(),
+        }
+    }
+}
+
+/// Serves one client request. Never fails: errors become short error pages.
+pub async fn handle(
+    edge: &Edge,
+    req: Request<Incoming>,
+    client: ClientInfo,
+) -> Response<ReplyBody> {
+    let route = router::route(req.uri().path());
+    if websocket::is_upgrade(req.headers()) {
+        return websocket::tunnel(edge, req, client, route).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match forward(edge, req, client, route).await {
+        Ok(response) => response,
+        Err(err) => {
+            let status = err.status();
+            if status.is_server_error() {
+                warn!(%method, %path, peer = %client.peer, status = status.as_u16(), cause = %err, "request failed");
+            } else {
+                debug!(%method, %path, peer = %client.peer, status = status.as_u16(), cause = %err, "request refused");
+            }
+            error_response(status)
+        }
+    }
+}
+
+async fn forward(
+    edge: &Edge,
+    req: Request<Incoming>,
+    client: ClientInfo,
+    route: Route,
+) -> Result<Response<ReplyBody>, ProxyError> {
+    // request_filter
+    body::check_declared_length(req.headers(), &edge.limits)?;
+    let (mut parts, incoming) = req.into_parts();
+    let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
+        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+
+    // read_body: before any node is chosen, so a slow upload holds no worker.
+    let body = if has_body {
+        body::collect(incoming, &edge.limits, edge.timeouts.client_body).await?
+    } else {
+        drop(incoming);
+        RequestBody::Memory(Bytes::new())
+    };
+
+    // upstream_request_filter
+    let scheme = headers::to_upstream(&mut parts.headers, &client, &edge.forwarding);
+    if has_body {
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+
+    // upstream_peer + send
+    let pool = edge.topology.pool(route);
+    let replayable = edge.retries.methods.contains(&parts.method);
+    let mut replays = 0;
+    let mut last_error: Option<ProxyError> = None;
+    for node in pool.candidates() {
+        let request = upstream_request(&parts, node, &path, &body)?;
+        let sent = tokio::time::timeout(
+            edge.timeouts.upstream_response,
+            edge.client.request(request),
+        );
+        match sent.await {
+            Ok(Ok(response)) => return Ok(response_filter(edge, response, scheme)),
+            Err(_) => {
+                // Not replayed: the node may still be working on it (a long report).
+                return Err(ProxyError::UpstreamTimeout {
+                    node: node.name.clone(),
+                    after: edge.timeouts.upstream_response,
+                });
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                warn!(node = %node.name, cause = %error_chain(&e), "node unreachable; trying the next one");
+                last_error = Some(ProxyError::NoUpstream {
+                    pool: pool.name,
+                    last: error_chain(&e),
+                });
+            }
+            Ok(Err(e)) => {
+                let err = ProxyError::BadGateway {
+                    node: node.name.clone(),
+                    detail: error_chain(&e),
+                };
+                if !replayable || replays >= edge.retries.max_replays {
+                    return Err(err);
+                }
+                replays += 1;
+                warn!(node = %node.name, method = %parts.method, cause = %err, "replaying on the next node");
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(last_error.unwrap_or(ProxyError::NoUpstream {
+        pool: pool.name,
+        last: "the pool has no node".into(),
+    }))
+}
+
+fn upstream_request(
+    parts: &http::request::Parts,
+    node: &Node,
+    path: &str,
+    body: &RequestBody,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let bad = |detail: String| ProxyError::BadGateway {
+        node: node.name.clone(),
+        detail,
+    };
+    let uri: http::Uri = format!("http://{}{}", node.address, path)
+        .parse()
+        .map_err(|e| bad(format!("cannot build the upstream URI: {e}")))?;
+    let mut request = Request::new(body.to_upstream());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = parts.headers.clone();
+    Ok(request)
+}
+
+fn response_filter(
+    edge: &Edge,
+    response: Response<Incoming>,
+    scheme: Scheme,
+) -> Response<ReplyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::to_client(&mut parts.headers, scheme, &edge.cookies);
+    let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response);
+    let mut out = Response::new(body);
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = parts.headers;
+    out
+}
+
+/// A short page that says which error it is; the detail is in the log.
+pub fn error_response(status: StatusCode) -> Response<ReplyBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    let hint = match code {
+        413 => "The request body is larger than this server accepts.",
+        502 => "The Odoo server did not give a valid reply.",
+        503 => "The Odoo server is not available right now. Please try again shortly.",
+        504 => "The Odoo server did not reply in time.",
+        _ => "The request could not be served.",
+    };
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\
+         <body><h1>{code} {reason}</h1><p>{hint}</p><hr><p>odoo-edge</p></body></html>\n"
+    );
+    let mut response = Response::new(ReplyBody::full(page));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status.is_client_error() {
+        // The body may be unread: the connection cannot carry another request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// An error and its causes on one line, for the log.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Shared handle type used by listeners.
+pub type SharedEdge = Arc<Edge>;

@@ -1,0 +1,171 @@
+//! Websocket upgrades: the handshake is relayed to a node of the bus pool over
+//! HTTP/1.1 with Upgrade, Connection, Origin and every Sec-WebSocket-* header
+//! intact (Odoo's handshake checks all of them), the node's 101 is relayed,
+//! and the two sockets are then spliced ([`super::tunnel`]).
+//!
+//! A non-101 answer (Odoo's 400, 426 or 500) is relayed as an ordinary reply.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::{ClientInfo, Edge, ReplyBody, error_chain, error_response, headers, tunnel};
+use crate::error::ProxyError;
+use crate::pool::Node;
+use crate::router::Route;
+
+/// A websocket upgrade request: `Upgrade: websocket` and `Connection: upgrade`.
+/// Other upgrades (h2c) are not tunnelled; they are forwarded as plain requests
+/// with the Upgrade header removed.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+    upgrade
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Relays the handshake and, on 101, spawns the tunnel.
+pub async fn tunnel(
+    edge: &Edge,
+    mut req: Request<Incoming>,
+    client: ClientInfo,
+    route: Route,
+) -> Response<ReplyBody> {
+    let on_client = hyper::upgrade::on(&mut req);
+    let (mut parts, _no_body) = req.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    let scheme = headers::to_upstream(&mut parts.headers, &client, &edge.forwarding);
+    // Hop-by-hop removal took the upgrade pair; a tunnel needs it back.
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Some(upgrade) = upgrade {
+        parts.headers.insert(header::UPGRADE, upgrade);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+
+    let pool = edge.topology.pool(route);
+    let mut last = String::from("the pool has no node");
+    for node in pool.candidates() {
+        let stream = match connect(node, edge).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(node = %node.name, cause = %e, "websocket: node unreachable; trying the next one");
+                last = e;
+                continue;
+            }
+        };
+        let response = match handshake(stream, &parts.headers, &path, edge).await {
+            Ok(response) => response,
+            Err(detail) => {
+                let err = ProxyError::BadGateway {
+                    node: node.name.clone(),
+                    detail,
+                };
+                warn!(cause = %err, "websocket handshake failed");
+                return error_response(err.status());
+            }
+        };
+        return relay(edge, response, on_client, scheme, &node.name);
+    }
+    let err = ProxyError::NoUpstream {
+        pool: pool.name,
+        last,
+    };
+    warn!(cause = %err, "websocket not opened");
+    error_response(err.status())
+}
+
+async fn connect(node: &Node, edge: &Edge) -> Result<TcpStream, String> {
+    let limit = edge.timeouts.upstream_connect;
+    match tokio::time::timeout(limit, TcpStream::connect(node.address.as_str())).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err(format!("connect: no answer within {limit:?}")),
+    }
+}
+
+async fn handshake(
+    stream: TcpStream,
+    headers: &HeaderMap,
+    path: &str,
+    edge: &Edge,
+) -> Result<Response<Incoming>, String> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            debug!(cause = %e, "websocket upstream connection ended");
+        }
+    });
+    let mut request = Request::new(Empty::<Bytes>::new());
+    *request.uri_mut() = path.parse().map_err(|e| format!("bad path: {e}"))?;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers.clone();
+    let limit = edge.timeouts.upstream_response;
+    match tokio::time::timeout(limit, sender.send_request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err(error_chain(&e)),
+        Err(_) => Err(format!("no handshake reply within {limit:?}")),
+    }
+}
+
+fn relay(
+    edge: &Edge,
+    mut response: Response<Incoming>,
+    on_client: hyper::upgrade::OnUpgrade,
+    scheme: headers::Scheme,
+    node: &str,
+) -> Response<ReplyBody> {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        debug!(
+            node,
+            status = response.status().as_u16(),
+            "websocket refused by the node"
+        );
+        return super::response_filter(edge, response, scheme);
+    }
+    let on_upstream = hyper::upgrade::on(&mut response);
+    let (parts, _) = response.into_parts();
+    let mut out = Response::new(ReplyBody::empty());
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = parts.headers;
+    if scheme == headers::Scheme::Https {
+        headers::secure_session_cookie(out.headers_mut(), &edge.cookies);
+    }
+    let idle = edge.timeouts.websocket_idle;
+    let node = node.to_owned();
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!(%node, cause = %e, "websocket upgrade did not complete");
+                return;
+            }
+        };
+        debug!(%node, "websocket open");
+        tunnel::splice(client, upstream, idle).await;
+        debug!(%node, "websocket closed");
+    });
+    out
+}

@@ -1,0 +1,92 @@
+//! Temp files that hold bodies too large for the memory buffers.
+//!
+//! A spool file is unlinked at creation (`tempfile::tempfile_in`), so nothing
+//! is left on disk whatever happens to the process. Reads and writes are
+//! positional (`pread`/`pwrite`) so one writer and one reader can share the
+//! file without sharing an offset, and run on tokio's blocking pool.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+/// Size of one read from a spool file.
+pub const CHUNK: usize = 64 * 1024;
+
+/// An append-only temp file.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl Spool {
+    /// Creates an anonymous temp file in `dir` (the system temp dir when `None`).
+    pub async fn create(dir: Option<&Path>) -> io::Result<Spool> {
+        let dir: Option<PathBuf> = dir.map(Path::to_owned);
+        let file = tokio::task::spawn_blocking(move || match dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Spool {
+            file: Arc::new(file),
+            len: 0,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends `data` at the end.
+    pub async fn append(&mut self, data: Bytes) -> io::Result<()> {
+        let file = self.file.clone();
+        let offset = self.len;
+        let n = data.len() as u64;
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
+            .await
+            .map_err(io::Error::other)??;
+        self.len += n;
+        Ok(())
+    }
+
+    /// A handle that reads what was written, from any offset.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+}
+
+/// Reads up to `max` bytes at `offset` on the blocking pool; the caller never
+/// asks past what was written.
+pub fn read_at(file: Arc<File>, offset: u64, max: usize) -> JoinHandle<io::Result<Bytes>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = BytesMut::zeroed(max);
+        let mut filled = 0;
+        while filled < max {
+            match file.read_at(&mut buf[filled..], offset + filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "spool file shorter than written",
+            ));
+        }
+        buf.truncate(filled);
+        Ok(buf.freeze())
+    })
+}
