@@ -145,6 +145,8 @@ async fn serve_connection(
 struct ConnState {
     /// Requests whose response body has not been fully sent yet.
     active: AtomicUsize,
+    /// Request heads parsed so far: tells the reader a head it saw begin is done.
+    heads: AtomicUsize,
     /// When the last response finished; `None` before the first.
     idle_since: Mutex<Option<Instant>>,
     /// The reader, woken when the connection turns idle so its timer starts.
@@ -156,6 +158,7 @@ struct ActiveGuard(Arc<ConnState>);
 
 impl ActiveGuard {
     fn new(state: Arc<ConnState>) -> ActiveGuard {
+        state.heads.fetch_add(1, Ordering::AcqRel);
         state.active.fetch_add(1, Ordering::AcqRel);
         ActiveGuard(state)
     }
@@ -208,8 +211,8 @@ pub struct ClientIo {
     header: Duration,
     send: Duration,
     accepted: Instant,
-    /// First byte of a head that is not complete yet.
-    head_started: Option<Instant>,
+    /// First byte of a head that is not complete yet, and the head count then.
+    head_started: Option<(Instant, usize)>,
     read_timer: Pin<Box<Sleep>>,
     write_timer: Option<Pin<Box<Sleep>>>,
 }
@@ -241,8 +244,13 @@ impl ClientIo {
             self.head_started = None;
             return None;
         }
-        if let Some(start) = self.head_started {
-            return Some(start + self.header);
+        match self.head_started {
+            // That head was parsed and served since: the connection is idle again.
+            Some((_, heads)) if heads != self.state.heads.load(Ordering::Acquire) => {
+                self.head_started = None;
+            }
+            Some((start, _)) => return Some(start + self.header),
+            None => {}
         }
         let idle_since = self.state.idle_since.lock().ok().and_then(|s| *s);
         Some(match idle_since {
@@ -289,11 +297,11 @@ impl AsyncRead for ClientIo {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before
-                    && this.head_started.is_none()
-                    && this.state.active.load(Ordering::Acquire) == 0
-                {
-                    this.head_started = Some(Instant::now());
+                if buf.filled().len() > before && this.state.active.load(Ordering::Acquire) == 0 {
+                    let heads = this.state.heads.load(Ordering::Acquire);
+                    if this.head_started.is_none_or(|(_, h)| h != heads) {
+                        this.head_started = Some((Instant::now(), heads));
+                    }
                 }
                 Poll::Ready(Ok(()))
             }

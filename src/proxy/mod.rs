@@ -133,7 +133,7 @@ async fn forward(
             edge.client.request(request),
         );
         match sent.await {
-            Ok(Ok(response)) => return Ok(response_filter(edge, response, scheme)),
+            Ok(Ok(response)) => return response_filter(edge, response, scheme, node).await,
             Err(_) => {
                 // Not replayed: the node may still be working on it (a long report).
                 return Err(ProxyError::UpstreamTimeout {
@@ -189,18 +189,24 @@ fn upstream_request(
     Ok(request)
 }
 
-fn response_filter(
+async fn response_filter(
     edge: &Edge,
     response: Response<Incoming>,
     scheme: Scheme,
-) -> Response<ReplyBody> {
+    node: &Node,
+) -> Result<Response<ReplyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     headers::to_client(&mut parts.headers, scheme, &edge.cookies);
-    let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response);
+    let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response)
+        .await
+        .map_err(|detail| ProxyError::BadGateway {
+            node: node.name.clone(),
+            detail,
+        })?;
     let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     *out.headers_mut() = parts.headers;
-    out
+    Ok(out)
 }
 
 /// A short page that says which error it is; the detail is in the log.

@@ -33,6 +33,9 @@ use tracing::debug;
 use crate::config::Limits;
 use crate::spool::{self, Spool};
 
+/// Replies declared this small are read whole before the client gets the head.
+pub const INLINE_MAX: u64 = 64 * 1024;
+
 /// Body of every response the edge sends to a client.
 #[derive(Debug)]
 pub enum ReplyBody {
@@ -55,15 +58,33 @@ impl ReplyBody {
 
     /// Takes over a node's reply body.
     ///
-    /// What is already readable is taken at once; if that is the whole body
-    /// and it fits the memory buffer, no task is spawned. Otherwise a pump task
-    /// goes on reading from the node while the client reads from the buffer.
-    pub fn from_upstream(mut body: Incoming, limits: &Limits, idle: Duration) -> ReplyBody {
+    /// A reply whose declared length is at most [`INLINE_MAX`] is read whole
+    /// here, before the client gets the head: the node sends it in a burst, no
+    /// task is spawned, and a node that breaks off mid-body still gets the
+    /// client a clean 502 (the `Err`). Otherwise what is already readable is
+    /// taken at once, and a pump task goes on reading from the node while the
+    /// client reads from the buffer.
+    pub async fn from_upstream(
+        mut body: Incoming,
+        limits: &Limits,
+        idle: Duration,
+    ) -> Result<ReplyBody, String> {
+        if body.is_end_stream() {
+            return Ok(ReplyBody::Full(None));
+        }
+        let inline_max = INLINE_MAX.min(limits.response_buffer as u64);
+        if body.size_hint().exact().is_some_and(|n| n <= inline_max) {
+            return match tokio::time::timeout(idle, body.collect()).await {
+                Ok(Ok(collected)) => Ok(ReplyBody::Full(Some(collected.to_bytes()))),
+                Ok(Err(e)) => Err(format!("reading the reply body: {e}")),
+                Err(_) => Err(format!("reply body not complete within {idle:?}")),
+            };
+        }
         let mut head = VecDeque::new();
         let mut bytes = 0usize;
         loop {
             if body.is_end_stream() {
-                return ReplyBody::Full(concat(head));
+                return Ok(ReplyBody::Full(concat(head)));
             }
             match body.frame().now_or_never() {
                 Some(Some(Ok(frame))) => {
@@ -75,7 +96,7 @@ impl ReplyBody {
                         break;
                     }
                 }
-                Some(None) => return ReplyBody::Full(concat(head)),
+                Some(None) => return Ok(ReplyBody::Full(concat(head))),
                 // An error or nothing ready yet: the pump reports or waits.
                 Some(Some(Err(_))) | None => break,
             }
@@ -98,10 +119,10 @@ impl ReplyBody {
                 idle,
             },
         ));
-        ReplyBody::Pumped(PumpReader {
+        Ok(ReplyBody::Pumped(PumpReader {
             shared,
             reading: None,
-        })
+        }))
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn tunnel(
                 return error_response(err.status());
             }
         };
-        return relay(edge, response, on_client, scheme, &node.name);
+        return relay(edge, response, on_client, scheme, node).await;
     }
     let err = ProxyError::NoUpstream {
         pool: pool.name,
@@ -130,20 +130,26 @@ async fn handshake(
     }
 }
 
-fn relay(
+async fn relay(
     edge: &Edge,
     mut response: Response<Incoming>,
     on_client: hyper::upgrade::OnUpgrade,
     scheme: headers::Scheme,
-    node: &str,
+    node: &Node,
 ) -> Response<ReplyBody> {
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         debug!(
-            node,
+            node = %node.name,
             status = response.status().as_u16(),
             "websocket refused by the node"
         );
-        return super::response_filter(edge, response, scheme);
+        return match super::response_filter(edge, response, scheme, node).await {
+            Ok(response) => response,
+            Err(err) => {
+                warn!(cause = %err, "websocket refusal not relayed");
+                error_response(err.status())
+            }
+        };
     }
     let on_upstream = hyper::upgrade::on(&mut response);
     let (parts, _) = response.into_parts();
@@ -154,7 +160,7 @@ fn relay(
         headers::secure_session_cookie(out.headers_mut(), &edge.cookies);
     }
     let idle = edge.timeouts.websocket_idle;
-    let node = node.to_owned();
+    let node = node.name.clone();
     tokio::spawn(async move {
         let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
             Ok(pair) => pair,
