@@ -135,6 +135,22 @@ pub enum UpstreamBody {
     },
 }
 
+/// Polls a body held whole in memory: one data frame, then the end.
+pub(crate) fn poll_whole(
+    body: &mut Option<Bytes>,
+) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    Poll::Ready(
+        body.take()
+            .filter(|b| !b.is_empty())
+            .map(|b| Ok(Frame::data(b))),
+    )
+}
+
+/// The exact size of a body held whole in memory.
+pub(crate) fn whole_size(body: &Option<Bytes>) -> SizeHint {
+    SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+}
+
 impl UpstreamBody {
     /// No body at all.
     pub fn empty() -> UpstreamBody {
@@ -151,11 +167,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Memory(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            UpstreamBody::Memory(b) => poll_whole(b),
             UpstreamBody::File {
                 file,
                 pos,
@@ -187,9 +199,7 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpstreamBody::Memory(b) => {
-                SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            UpstreamBody::Memory(b) => whole_size(b),
             UpstreamBody::File { pos, len, .. } => SizeHint::with_exact(len - pos),
         }
     }

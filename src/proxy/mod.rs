@@ -115,11 +115,7 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = origin_form(&parts.uri);
 
     // upstream_peer + send
     let pool = edge.topology.pool(route);
@@ -207,6 +203,11 @@ async fn response_filter(
     *out.status_mut() = parts.status;
     *out.headers_mut() = parts.headers;
     Ok(out)
+}
+
+/// The request target as a node gets it: path and query, never an authority.
+fn origin_form(uri: &http::Uri) -> String {
+    uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
 }
 
 /// A short page that says which error it is; the detail is in the log.

@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
+use super::body;
 use crate::config::Limits;
 use crate::spool::{self, Spool};
 
@@ -149,11 +150,7 @@ impl Body for ReplyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
-            ReplyBody::Full(b) => Poll::Ready(
-                b.take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            ReplyBody::Full(b) => body::poll_whole(b),
             ReplyBody::Pumped(reader) => reader.poll_frame(cx),
         }
     }
@@ -167,7 +164,7 @@ impl Body for ReplyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ReplyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReplyBody::Full(b) => body::whole_size(b),
             ReplyBody::Pumped(_) => SizeHint::default(),
         }
     }

@@ -54,11 +54,7 @@ pub async fn tunnel(
     if let Some(upgrade) = upgrade {
         parts.headers.insert(header::UPGRADE, upgrade);
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let path = super::origin_form(&parts.uri);
 
     let pool = edge.topology.pool(route);
     let mut last = String::from("the pool has no node");
