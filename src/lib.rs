@@ -34,6 +34,7 @@
 //! * `pool`: nodes by role, round robin, the upstream client.
 //! * `spool`: unlinked temp files for large bodies.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
+//! * `shutdown`: graceful then hard stop, and the tasks to wait for.
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
 //! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
 
@@ -45,14 +46,13 @@ pub mod mock_odoo;
 pub mod pool;
 pub mod proxy;
 pub mod router;
+pub mod shutdown;
 pub mod spool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -63,18 +63,16 @@ use proxy::Edge;
 pub struct Running {
     /// Local addresses, in `listeners` order (useful with port 0).
     pub addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: shutdown::Lifecycle,
 }
 
 /// Binds every listener and starts serving. Fails, with the listener named,
 /// if any address cannot be bound; nothing is served then.
 pub fn start(config: &Config) -> Result<Running, BindError> {
     let listeners = listener::bind(&config.listeners)?;
-    let edge = Arc::new(Edge::new(config));
+    let lifecycle = shutdown::Lifecycle::default();
+    let edge = Arc::new(Edge::new(config, lifecycle.clone()));
     log_topology(config);
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let mut addrs = Vec::new();
     for l in listeners {
         let addr = l
@@ -82,34 +80,16 @@ pub fn start(config: &Config) -> Result<Running, BindError> {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         info!(address = %addr, "listening");
         addrs.push(addr);
-        tracker.spawn(listener::serve(
-            l,
-            edge.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+        lifecycle.tasks.spawn(listener::serve(l, edge.clone()));
     }
-    Ok(Running {
-        addrs,
-        shutdown,
-        tracker,
-    })
+    Ok(Running { addrs, lifecycle })
 }
 
 impl Running {
-    /// Stops accepting, lets open requests finish for up to `deadline`, then returns.
+    /// Stops accepting, lets open requests finish for up to `deadline`, closes
+    /// websocket tunnels at once and whatever is left at the deadline, then returns.
     pub async fn shutdown(self, deadline: Duration) {
-        self.shutdown.cancel();
-        self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                ?deadline,
-                "connections still open at the shutdown deadline; closing them"
-            );
-        }
+        self.lifecycle.stop(deadline).await;
     }
 }
 

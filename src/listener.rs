@@ -27,8 +27,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::{ListenerConfig, Timeouts};
@@ -69,14 +67,10 @@ fn bind_one(address: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-/// Accepts connections until `shutdown`, serving each on its own task
-/// registered with `tracker`.
-pub async fn serve(
-    listener: TcpListener,
-    edge: Arc<Edge>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
+/// Accepts connections until the graceful stop, serving each on its own
+/// task registered with the edge's lifecycle.
+pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
+    let shutdown = edge.lifecycle.graceful.clone();
     let local = listener.local_addr().ok();
     loop {
         let (stream, peer) = tokio::select! {
@@ -93,18 +87,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(serve_connection(stream, peer, edge, shutdown));
+        edge.lifecycle
+            .tasks
+            .clone()
+            .spawn(serve_connection(stream, peer, edge));
     }
     info!(address = ?local, "listener closed");
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    edge: Arc<Edge>,
-    shutdown: CancellationToken,
-) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, edge: Arc<Edge>) {
+    let graceful = edge.lifecycle.graceful.clone();
+    let hard = edge.lifecycle.hard.clone();
     let state = Arc::new(ConnState::default());
     let io = ClientIo::new(stream, &edge.timeouts, state.clone());
     let max_buf = edge.limits.max_header_bytes.max(8192);
@@ -128,9 +121,15 @@ async fn serve_connection(
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
+        _ = graceful.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::select! {
+                r = conn => r,
+                _ = hard.cancelled() => {
+                    debug!(%peer, "connection dropped at the shutdown deadline");
+                    return;
+                }
+            }
         }
     };
     if let Err(e) = result {

@@ -36,6 +36,7 @@ use crate::config::{Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
 use crate::pool::{self, Node, Topology, Upstream};
 use crate::router::{self, Route};
+use crate::shutdown::Lifecycle;
 
 /// Everything a request needs, built once from the config.
 pub struct Edge {
@@ -46,10 +47,12 @@ pub struct Edge {
     pub forwarding: Forwarding,
     pub cookies: CookieFlags,
     pub retries: Retries,
+    /// Shutdown signals and the tasks to wait for.
+    pub lifecycle: Lifecycle,
 }
 
 impl Edge {
-    pub fn new(config: &Config) -> Edge {
+    pub fn new(config: &Config, lifecycle: Lifecycle) -> Edge {
         Edge {
             topology: Topology::new(config),
             client: pool::upstream_client(&config.timeouts),
@@ -58,6 +61,7 @@ impl Edge {
             forwarding: config.forwarding.clone(),
             cookies: config.cookies.clone(),
             retries: config.retries.clone(),
+            lifecycle,
         }
     }
 }

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::listener::ClientIo;
@@ -28,8 +29,9 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
 }
 
-/// Copies both ways until both sides close, one fails, or nothing moves for `idle`.
-pub async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration) {
+/// Copies both ways until both sides close, one fails, nothing moves for
+/// `idle`, or the edge shuts down.
+pub async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration, stop: CancellationToken) {
     // The upstream side is always the plain socket `websocket::handshake` made.
     let (upstream, upstream_pre) = match upstream.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => (parts.io.into_inner(), parts.read_buf),
@@ -38,12 +40,21 @@ pub async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration) {
             return;
         }
     };
-    let result = match client.downcast::<TokioIo<ClientIo>>() {
-        Ok(parts) => {
-            let client = parts.io.into_inner().into_inner();
-            raw(client, parts.read_buf, upstream, upstream_pre, idle).await
+    let copy = async {
+        match client.downcast::<TokioIo<ClientIo>>() {
+            Ok(parts) => {
+                let client = parts.io.into_inner().into_inner();
+                raw(client, parts.read_buf, upstream, upstream_pre, idle).await
+            }
+            Err(client) => generic(client, upstream, upstream_pre).await,
         }
-        Err(client) => generic(client, upstream, upstream_pre).await,
+    };
+    let result = tokio::select! {
+        r = copy => r,
+        _ = stop.cancelled() => {
+            debug!("tunnel closed by shutdown");
+            Ok(())
+        }
     };
     if let Err(e) = result {
         debug!(cause = %e, "tunnel ended with an error");

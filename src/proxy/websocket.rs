@@ -157,7 +157,8 @@ async fn relay(
     }
     let idle = edge.timeouts.websocket_idle;
     let node = node.name.clone();
-    tokio::spawn(async move {
+    let stop = edge.lifecycle.graceful.clone();
+    edge.lifecycle.tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -166,7 +167,7 @@ async fn relay(
             }
         };
         debug!(%node, "websocket open");
-        tunnel::splice(client, upstream, idle).await;
+        tunnel::splice(client, upstream, idle, stop).await;
         debug!(%node, "websocket closed");
     });
     out
