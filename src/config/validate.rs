@@ -32,6 +32,8 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         warnings: Vec::new(),
     };
     let config = v.config(file);
+    // File order reads best; problems without a line (a missing section) first.
+    v.problems.sort_by_key(|p| p.line.unwrap_or(0));
     if v.problems.is_empty() {
         Ok(Config {
             warnings: v.warnings,
