@@ -31,7 +31,8 @@
 //! * `listener`: bind, accept, serve connections; client-side timeouts.
 //! * `router`: path → route; pure.
 //! * `proxy`: the request phases; `body`, `headers`, `reply`, `websocket`, `tunnel`.
-//! * `pool`: nodes by role, round robin, the upstream client.
+//! * `pool`: nodes by role, round robin.
+//! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
 //! * `shutdown`: graceful then hard stop, and the tasks to wait for.
@@ -48,6 +49,7 @@ pub mod proxy;
 pub mod router;
 pub mod shutdown;
 pub mod spool;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -150,6 +150,8 @@ struct ConnState {
     idle_since: Mutex<Option<Instant>>,
     /// The reader, woken when the connection turns idle so its timer starts.
     reader: AtomicWaker,
+    /// The reader is waiting with no timer armed (a request was in flight).
+    reader_unarmed: AtomicBool,
 }
 
 /// Marks a request in flight for as long as its response body lives.
@@ -168,8 +170,12 @@ impl Drop for ActiveGuard {
         if let Ok(mut since) = self.0.idle_since.lock() {
             *since = Some(Instant::now());
         }
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-        self.0.reader.wake();
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+        // Only a reader left waiting without a timer needs a wake-up; waking it
+        // on every request would poll the connection task once more each time.
+        if self.0.reader_unarmed.swap(false, Ordering::SeqCst) {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -239,7 +245,7 @@ impl ClientIo {
 
     /// When a read that is still waiting must give up; `None` while a request is served.
     fn read_deadline(&mut self) -> Option<Instant> {
-        if self.state.active.load(Ordering::Acquire) > 0 {
+        if self.state.active.load(Ordering::SeqCst) > 0 {
             self.head_started = None;
             return None;
         }
@@ -307,15 +313,28 @@ impl AsyncRead for ClientIo {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 this.state.reader.register(cx.waker());
+                // Raised before `active` is read (both SeqCst), so a request that
+                // ends in between always sees it and wakes this reader.
+                this.state.reader_unarmed.store(true, Ordering::SeqCst);
                 let Some(deadline) = this.read_deadline() else {
                     return Poll::Pending;
                 };
-                if this.read_timer.deadline() != deadline {
+                // Deadlines mostly move later (each request pushes the idle
+                // start on). Re-arming the timer each time costs a trip through
+                // tokio's timer wheel per request, so a later deadline is only
+                // taken up when the armed one fires.
+                if deadline < this.read_timer.deadline() || this.read_timer.is_elapsed() {
                     this.read_timer.as_mut().reset(deadline);
                 }
-                match this.read_timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(timed_out("client idle or slow head"))),
-                    Poll::Pending => Poll::Pending,
+                loop {
+                    match this.read_timer.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) if Instant::now() >= deadline => {
+                            return Poll::Ready(Err(timed_out("client idle or slow head")));
+                        }
+                        // The armed deadline was an earlier one: re-arm and wait on.
+                        Poll::Ready(()) => this.read_timer.as_mut().reset(deadline),
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! The cluster as the edge routes it: nodes grouped into pools by role, the
-//! round-robin choice among them, and the HTTP client that reaches them.
+//! round-robin choice among them. Connections to a node are its [`Endpoint`].
 //!
 //! Health and admission control (later) plug in at [`Pool::candidates`]: it is
 //! the one place that decides which nodes a request may try, and in which order.
@@ -7,13 +7,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config::{Config, Role, Timeouts};
-use crate::proxy::UpstreamBody;
+use crate::config::{Config, Role};
 use crate::router::Route;
+use crate::upstream::Endpoint;
 
 /// One Odoo node.
 #[derive(Debug)]
@@ -23,6 +20,8 @@ pub struct Node {
     pub address: String,
     pub role: Role,
     pub workers: u32,
+    /// How to reach it, and its idle keep-alive connections.
+    pub endpoint: Endpoint,
 }
 
 /// Nodes that can serve one route, with a round-robin cursor.
@@ -79,6 +78,7 @@ impl Topology {
                         address: n.address.clone(),
                         role: n.role,
                         workers: n.workers,
+                        endpoint: Endpoint::new(&n.address),
                     })
                 })
                 .collect()
@@ -106,22 +106,4 @@ impl Topology {
             Route::Interactive => &self.interactive,
         }
     }
-}
-
-/// The client used for ordinary requests to every node.
-pub type Upstream = Client<HttpConnector, UpstreamBody>;
-
-/// Builds the upstream client. Connections are kept alive only when the node
-/// offers it: a prefork Odoo answers HTTP/1.0 with `Connection: close`, and
-/// hyper then drops the connection instead of pooling it.
-pub fn upstream_client(timeouts: &Timeouts) -> Upstream {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(timeouts.upstream_connect));
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build(connector)
 }

@@ -34,14 +34,14 @@ pub use reply::ReplyBody;
 
 use crate::config::{Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
-use crate::pool::{self, Node, Topology, Upstream};
+use crate::pool::{Node, Topology};
+use crate::upstream::SendError;
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
 
 /// Everything a request needs, built once from the config.
 pub struct Edge {
     pub topology: Topology,
-    pub client: Upstream,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub forwarding: Forwarding,
@@ -55,7 +55,6 @@ impl Edge {
     pub fn new(config: &Config, lifecycle: Lifecycle) -> Edge {
         Edge {
             topology: Topology::new(config),
-            client: pool::upstream_client(&config.timeouts),
             timeouts: config.timeouts.clone(),
             limits: config.limits.clone(),
             forwarding: config.forwarding.clone(),
@@ -119,7 +118,7 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    let path = origin_form(&parts.uri);
+    let target = origin_form(&parts.uri);
 
     // upstream_peer + send
     let pool = edge.topology.pool(route);
@@ -127,10 +126,10 @@ async fn forward(
     let mut replays = 0;
     let mut last_error: Option<ProxyError> = None;
     for node in pool.candidates() {
-        let request = upstream_request(&parts, node, &path, &body)?;
+        let request = upstream_request(&parts, node, &target, &body);
         let sent = tokio::time::timeout(
             edge.timeouts.upstream_response,
-            edge.client.request(request),
+            node.endpoint.send(request, edge.timeouts.upstream_connect),
         );
         match sent.await {
             Ok(Ok(response)) => return response_filter(edge, response, scheme, node).await,
@@ -141,14 +140,14 @@ async fn forward(
                     after: edge.timeouts.upstream_response,
                 });
             }
-            Ok(Err(e)) if e.is_connect() => {
-                warn!(node = %node.name, cause = %error_chain(&e), "node unreachable; trying the next one");
+            Ok(Err(SendError::Connect(e))) => {
+                warn!(node = %node.name, cause = %e, "node unreachable; trying the next one");
                 last_error = Some(ProxyError::NoUpstream {
                     pool: pool.name,
-                    last: error_chain(&e),
+                    last: format!("{}: connect: {e}", node.name),
                 });
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Sent(e))) => {
                 let err = ProxyError::BadGateway {
                     node: node.name.clone(),
                     detail: error_chain(&e),
@@ -168,25 +167,26 @@ async fn forward(
     }))
 }
 
+/// The request as a node gets it: origin-form target, HTTP/1.1, the rewritten
+/// headers, and a fresh copy of the buffered body.
 fn upstream_request(
     parts: &http::request::Parts,
     node: &Node,
-    path: &str,
+    target: &http::Uri,
     body: &RequestBody,
-) -> Result<Request<UpstreamBody>, ProxyError> {
-    let bad = |detail: String| ProxyError::BadGateway {
-        node: node.name.clone(),
-        detail,
-    };
-    let uri: http::Uri = format!("http://{}{}", node.address, path)
-        .parse()
-        .map_err(|e| bad(format!("cannot build the upstream URI: {e}")))?;
+) -> Request<UpstreamBody> {
     let mut request = Request::new(body.to_upstream());
     *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
+    *request.uri_mut() = target.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = parts.headers.clone();
-    Ok(request)
+    if !request.headers().contains_key(header::HOST) {
+        // An HTTP/1.0 client may send no Host; HTTP/1.1 to the node needs one.
+        if let Ok(host) = HeaderValue::from_str(&node.address) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
+    request
 }
 
 async fn response_filter(
@@ -210,8 +210,11 @@ async fn response_filter(
 }
 
 /// The request target as a node gets it: path and query, never an authority.
-fn origin_form(uri: &http::Uri) -> String {
-    uri.path_and_query().map_or("/", |p| p.as_str()).to_owned()
+fn origin_form(uri: &http::Uri) -> http::Uri {
+    match uri.path_and_query() {
+        Some(pq) => http::Uri::from(pq.clone()),
+        None => http::Uri::from_static("/"),
+    }
 }
 
 /// A short page that says which error it is; the detail is in the log.

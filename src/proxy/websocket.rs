@@ -54,7 +54,7 @@ pub async fn tunnel(
     if let Some(upgrade) = upgrade {
         parts.headers.insert(header::UPGRADE, upgrade);
     }
-    let path = super::origin_form(&parts.uri);
+    let target = super::origin_form(&parts.uri);
 
     let pool = edge.topology.pool(route);
     let mut last = String::from("the pool has no node");
@@ -67,7 +67,7 @@ pub async fn tunnel(
                 continue;
             }
         };
-        let response = match handshake(stream, &parts.headers, &path, edge).await {
+        let response = match handshake(stream, &parts.headers, &target, edge).await {
             Ok(response) => response,
             Err(detail) => {
                 let err = ProxyError::BadGateway {
@@ -89,21 +89,20 @@ pub async fn tunnel(
 }
 
 async fn connect(node: &Node, edge: &Edge) -> Result<TcpStream, String> {
-    let limit = edge.timeouts.upstream_connect;
-    match tokio::time::timeout(limit, TcpStream::connect(node.address.as_str())).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => Err(format!("connect: {e}")),
-        Err(_) => Err(format!("connect: no answer within {limit:?}")),
-    }
+    let stream = node
+        .endpoint
+        .connect(edge.timeouts.upstream_connect)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    // Websocket frames are small and interactive: no Nagle delay.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }
 
 async fn handshake(
     stream: TcpStream,
     headers: &HeaderMap,
-    path: &str,
+    target: &http::Uri,
     edge: &Edge,
 ) -> Result<Response<Incoming>, String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -115,7 +114,7 @@ async fn handshake(
         }
     });
     let mut request = Request::new(Empty::<Bytes>::new());
-    *request.uri_mut() = path.parse().map_err(|e| format!("bad path: {e}"))?;
+    *request.uri_mut() = target.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers.clone();
     let limit = edge.timeouts.upstream_response;
