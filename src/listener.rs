@@ -101,12 +101,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, edge: Arc<Edge>) 
     let state = Arc::new(ConnState::default());
     let io = ClientIo::new(stream, &edge.timeouts, state.clone());
     let max_buf = edge.limits.max_header_bytes.max(8192);
-    let client = ClientInfo { peer, tls: false };
+    let client = ClientInfo::new(peer, false, &edge.forwarding);
     let service = service_fn(move |req: Request<Incoming>| {
         let edge = edge.clone();
         let guard = ActiveGuard::new(state.clone());
+        let client = client.clone();
         async move {
-            let response = proxy::handle(&edge, req, client).await;
+            let response = proxy::handle(&edge, req, &client).await;
             Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
         }
     });

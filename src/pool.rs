@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-
 use crate::config::{Config, Role};
 use crate::router::Route;
 use crate::upstream::Endpoint;

@@ -11,11 +11,12 @@
 //! when no connection could be made, or when hyper hands the request back
 //! unsent from a pooled connection that turned out closed.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::{Request, Response, Version, header};
@@ -89,19 +90,21 @@ impl Endpoint {
         }
     }
 
-    /// Sends one request and returns the reply head; the body streams after.
+    /// Sends one request and returns the reply head; the body streams after,
+    /// while the returned [`Driver`] (or the task it hands over to) runs the
+    /// connection.
     pub async fn send(
         &self,
         mut request: Request<UpstreamBody>,
         connect_limit: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Driver), SendError> {
         // A pooled connection first; one that turns out closed hands the
         // request back unsent, and the next one is tried.
         while let Some(mut sender) = self.checkout() {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.checkin(sender, &response);
-                    return Ok(response);
+                    return Ok((response, Driver(None)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => {
@@ -120,17 +123,15 @@ impl Endpoint {
             .handshake::<_, UpstreamBody>(TokioIo::new(NodeIo(stream)))
             .await
             .map_err(SendError::Sent)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(cause = %e, "node connection ended with an error");
-            }
-        });
-        let response = sender
-            .send_request(request)
+        // The connection is driven from this task while the caller reads a
+        // small reply: no task spawned, no cross-task wake-up per request.
+        let mut driver = Driver(Some(conn));
+        let response = driver
+            .drive(sender.send_request(request))
             .await
             .map_err(SendError::Sent)?;
         self.checkin(sender, &response);
-        Ok(response)
+        Ok((response, driver))
     }
 
     /// An idle connection that can take a request now, if any. Closed ones are
@@ -156,6 +157,54 @@ impl Endpoint {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(sender);
+        }
+    }
+}
+
+type Conn = http1::Connection<TokioIo<NodeIo>, UpstreamBody>;
+
+/// A node connection not yet handed to a task of its own.
+///
+/// [`Driver::drive`] runs it alongside the caller's future. Dropped while the
+/// connection still has work (a reply body still streaming, a kept-alive
+/// connection), it spawns a task that finishes it.
+pub struct Driver(Option<Conn>);
+
+impl Driver {
+    /// Runs `fut` while driving the connection, which is dropped once it ends.
+    pub async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            let out = ready!(fut.as_mut().poll(cx));
+            // The reply may have just ended: let the connection close now
+            // rather than in a task spawned for that alone.
+            self.poll_conn(cx);
+            Poll::Ready(out)
+        })
+        .await
+    }
+
+    fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = self.0.as_mut()
+            && let Poll::Ready(result) = Pin::new(conn).poll(cx)
+        {
+            if let Err(e) = result {
+                debug!(cause = %e, "node connection ended with an error");
+            }
+            self.0 = None;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(cause = %e, "node connection ended with an error");
+                }
+            });
         }
     }
 }

@@ -15,36 +15,78 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Who sent the request and how it reached the edge.
-#[derive(Debug, Clone, Copy)]
+/// Who sent the request and how it reached the edge. Built once per client
+/// connection, so the per-request work is clones of ready header values.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
     /// The listener terminated TLS.
     pub tls: bool,
+    /// The peer is in `forwarding.trusted_proxies`.
+    trusted: bool,
+    /// The peer's IP address as a header value.
+    peer_ip: HeaderValue,
 }
+
+impl ClientInfo {
+    pub fn new(peer: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
+        let ip = canonical(peer.ip());
+        ClientInfo {
+            peer,
+            tls,
+            trusted: is_trusted(ip, fwd),
+            // An IP address is always a valid header value.
+            peer_ip: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
+/// Headers that are hop-by-hop whatever `Connection` says.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
 
 /// Removes hop-by-hop headers: the fixed list plus every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which of the fixed list are present (most
+    // messages carry none, a prefork Odoo's replies only `Connection: close`).
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for key in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == key) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual tokens name no extra header.
+        .filter(|t| {
+            !t.eq_ignore_ascii_case("close")
+                && !t.eq_ignore_ascii_case("keep-alive")
+                && !t.eq_ignore_ascii_case("upgrade")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(*name);
     }
 }
 
@@ -61,27 +103,25 @@ pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwardin
     // The edge sends the body it buffered, whole, with its length.
     headers.remove(header::EXPECT);
 
-    let peer = client.peer.ip();
-    let trusted = is_trusted(peer, fwd);
-
-    let chain = if trusted {
+    let trusted = client.trusted;
+    let (chain, real_ip) = if trusted {
         let mut chain = joined(headers, &X_FORWARDED_FOR);
         if !chain.is_empty() {
             chain.push_str(", ");
         }
-        chain.push_str(&peer.to_string());
-        chain
-    } else {
-        peer.to_string()
-    };
-    let real_ip = if trusted {
-        chain
+        chain.push_str(client.peer_ip.to_str().unwrap_or_default());
+        let real_ip = chain
             .rsplit(',')
             .filter_map(|a| a.trim().parse::<IpAddr>().ok())
             .find(|a| !is_trusted(*a, fwd))
-            .unwrap_or(peer)
+            .map(|ip| ip.to_string());
+        let real_ip = real_ip.and_then(|ip| HeaderValue::from_str(&ip).ok());
+        (
+            HeaderValue::from_str(&chain).unwrap_or_else(|_| client.peer_ip.clone()),
+            real_ip.unwrap_or_else(|| client.peer_ip.clone()),
+        )
     } else {
-        peer
+        (client.peer_ip.clone(), client.peer_ip.clone())
     };
 
     let own_proto = if client.tls {
@@ -104,8 +144,8 @@ pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwardin
         .and_then(|h| HeaderValue::from_str(&h).ok())
         .or_else(|| headers.get(header::HOST).cloned());
 
-    set(headers, &X_FORWARDED_FOR, &chain);
-    set(headers, &X_REAL_IP, &real_ip.to_string());
+    headers.insert(X_FORWARDED_FOR.clone(), chain);
+    headers.insert(X_REAL_IP.clone(), real_ip);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(proto.as_str()),
@@ -192,11 +232,16 @@ fn cookie_name(value: &HeaderValue) -> Option<&str> {
     Some(text.split_once('=')?.0.trim())
 }
 
-fn is_trusted(ip: IpAddr, fwd: &Forwarding) -> bool {
-    let ip = match ip {
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
-    };
+    }
+}
+
+fn is_trusted(ip: IpAddr, fwd: &Forwarding) -> bool {
+    let ip = canonical(ip);
     fwd.trusted_proxies.iter().any(|net| net.contains(&ip))
 }
 
@@ -222,17 +267,6 @@ fn rightmost(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
         .next_back()
         .and_then(|v| v.rsplit(',').map(str::trim).find(|p| !p.is_empty()))
         .map(str::to_owned)
-}
-
-fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
-    match HeaderValue::from_str(value) {
-        Ok(v) => {
-            headers.insert(name.clone(), v);
-        }
-        Err(_) => {
-            headers.remove(name);
-        }
-    }
 }
 
 #[cfg(test)]

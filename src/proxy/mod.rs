@@ -35,9 +35,9 @@ pub use reply::ReplyBody;
 use crate::config::{Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
 use crate::pool::{Node, Topology};
-use crate::upstream::SendError;
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
+use crate::upstream::SendError;
 
 /// Everything a request needs, built once from the config.
 pub struct Edge {
@@ -69,22 +69,24 @@ impl Edge {
 pub async fn handle(
     edge: &Edge,
     req: Request<Incoming>,
-    client: ClientInfo,
+    client: &ClientInfo,
 ) -> Response<ReplyBody> {
     let route = router::route(req.uri().path());
     if websocket::is_upgrade(req.headers()) {
-        return websocket::tunnel(edge, req, client, route).await;
+        // Boxed: a rare path, kept out of the size of every request's future.
+        return Box::pin(websocket::tunnel(edge, req, client, route)).await;
     }
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // A Uri clone shares its bytes: nothing is copied unless there is an error to log.
+    let uri = req.uri().clone();
     match forward(edge, req, client, route).await {
         Ok(response) => response,
         Err(err) => {
             let status = err.status();
             if status.is_server_error() {
-                warn!(%method, %path, peer = %client.peer, status = status.as_u16(), cause = %err, "request failed");
+                warn!(%method, path = uri.path(), peer = %client.peer, status = status.as_u16(), cause = %err, "request failed");
             } else {
-                debug!(%method, %path, peer = %client.peer, status = status.as_u16(), cause = %err, "request refused");
+                debug!(%method, path = uri.path(), peer = %client.peer, status = status.as_u16(), cause = %err, "request refused");
             }
             error_response(status)
         }
@@ -94,7 +96,7 @@ pub async fn handle(
 async fn forward(
     edge: &Edge,
     req: Request<Incoming>,
-    client: ClientInfo,
+    client: &ClientInfo,
     route: Route,
 ) -> Result<Response<ReplyBody>, ProxyError> {
     // request_filter
@@ -112,7 +114,7 @@ async fn forward(
     };
 
     // upstream_request_filter
-    let scheme = headers::to_upstream(&mut parts.headers, &client, &edge.forwarding);
+    let scheme = headers::to_upstream(&mut parts.headers, client, &edge.forwarding);
     if has_body {
         parts
             .headers
@@ -132,7 +134,11 @@ async fn forward(
             node.endpoint.send(request, edge.timeouts.upstream_connect),
         );
         match sent.await {
-            Ok(Ok(response)) => return response_filter(edge, response, scheme, node).await,
+            Ok(Ok((response, mut driver))) => {
+                return driver
+                    .drive(response_filter(edge, response, scheme, node))
+                    .await;
+            }
             Err(_) => {
                 // Not replayed: the node may still be working on it (a long report).
                 return Err(ProxyError::UpstreamTimeout {

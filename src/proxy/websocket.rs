@@ -40,13 +40,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 pub async fn tunnel(
     edge: &Edge,
     mut req: Request<Incoming>,
-    client: ClientInfo,
+    client: &ClientInfo,
     route: Route,
 ) -> Response<ReplyBody> {
     let on_client = hyper::upgrade::on(&mut req);
     let (mut parts, _no_body) = req.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
-    let scheme = headers::to_upstream(&mut parts.headers, &client, &edge.forwarding);
+    let scheme = headers::to_upstream(&mut parts.headers, client, &edge.forwarding);
     // Hop-by-hop removal took the upgrade pair; a tunnel needs it back.
     parts
         .headers

@@ -6,11 +6,8 @@ fn fwd(trusted: &[&str]) -> Forwarding {
     }
 }
 
-fn client(peer: &str) -> ClientInfo {
-    ClientInfo {
-        peer: peer.parse().expect("socket address"),
-        tls: false,
-    }
+fn client(peer: &str, fwd: &Forwarding) -> ClientInfo {
+    ClientInfo::new(peer.parse().expect("socket address"), false, fwd)
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -33,7 +30,8 @@ fn untrusted_peer_spoofed_forwarded_headers_are_replaced() {
         ("x-forwarded-host", "evil.example"),
         ("x-real-ip", "1.2.3.4"),
     ]);
-    let scheme = to_upstream(&mut h, &client("203.0.113.7:5000"), &fwd(&[]));
+    let fwd = fwd(&[]);
+    let scheme = to_upstream(&mut h, &client("203.0.113.7:5000", &fwd), &fwd);
     assert_eq!(scheme, Scheme::Http);
     assert_eq!(h["x-forwarded-for"], "203.0.113.7");
     assert_eq!(h["x-real-ip"], "203.0.113.7");
@@ -50,7 +48,8 @@ fn trusted_peer_chain_is_extended_and_its_proto_believed() {
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "erp.example.com"),
     ]);
-    let scheme = to_upstream(&mut h, &client("10.0.0.2:4000"), &fwd(&["10.0.0.0/8"]));
+    let fwd = fwd(&["10.0.0.0/8"]);
+    let scheme = to_upstream(&mut h, &client("10.0.0.2:4000", &fwd), &fwd);
     assert_eq!(scheme, Scheme::Https);
     assert_eq!(h["x-forwarded-for"], "198.51.100.9, 10.0.0.5, 10.0.0.2");
     assert_eq!(h["x-real-ip"], "198.51.100.9");
