@@ -170,9 +170,3 @@ fn init_logging(format: LogFormat) {
         LogFormat::Json => builder.json().init(),
     }
 }
-
-/// mimalloc: the proxy allocates and frees small buffers and header maps on
-/// every request; it costs measurably fewer instructions per request than
-/// glibc's malloc (see benches/RESULTS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
