@@ -53,6 +53,21 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &header::UPGRADE,
 ];
 
+/// Position of `name` in [`HOP_BY_HOP`]; a `match` on the name compiles to a
+/// length switch, cheaper than comparing against each entry.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        _ => None,
+    }
+}
+
 /// Removes hop-by-hop headers: the fixed list plus every header named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which of the fixed list are present (most
@@ -60,7 +75,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for key in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == key) {
+        if let Some(i) = hop_by_hop_index(key) {
             present[i] = true;
             any = true;
         }

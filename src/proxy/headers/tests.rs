@@ -111,3 +111,11 @@ fn session_cookie_is_left_alone_over_plain_http() {
     to_client(&mut h, Scheme::Http, &flags);
     assert_eq!(h["set-cookie"], "session_id=abc; HttpOnly; Path=/");
 }
+
+#[test]
+fn hop_by_hop_index_matches_the_list() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+    }
+    assert_eq!(hop_by_hop_index(&header::HOST), None);
+}
