@@ -17,6 +17,7 @@
 //!             ├─ proxy::body::collect   whole body: memory, then spool file; 413 over the cap
 //!             ├─ proxy::headers         X-Forwarded-*, hop-by-hop
 //!             ├─ pool::Pool::candidates round robin; refused → next; replay only GET/HEAD
+//!             ├─ upstream::Endpoint     connect (or reuse a kept-alive connection), send
 //!             └─ proxy::reply           drain the node at its pace, feed the client at its own
 //! ```
 //!
