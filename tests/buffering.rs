@@ -8,36 +8,23 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use odoo_edge::mock_odoo::{self, MockConfig, MockHandle, Mode, Role};
+mod common;
+
+use common::Cluster;
+use odoo_edge::mock_odoo::{self, MockConfig, Mode, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn one_worker_node() -> MockHandle {
-    mock_odoo::bind(
-        "127.0.0.1:0".parse().expect("address"),
-        MockConfig::new("odoo-web-1", Role::Interactive).with_mode(Mode::Prefork { workers: 1 }),
-    )
-    .await
-    .expect("mock node must start")
-}
-
-fn edge_config(node: SocketAddr, limits: &str) -> odoo_edge::Config {
-    let text = format!(
-        r#"
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[nodes]]
-name = "odoo-web-1"
-address = "{node}"
-role = "interactive"
-workers = 1
-
-[limits]
-{limits}
-"#
-    );
-    odoo_edge::config::parse(&text).expect("test config must be valid")
+/// One prefork node with a single worker, behind an edge with `limits`.
+async fn one_worker_cluster(limits: &str) -> Cluster {
+    Cluster::builder()
+        .node(
+            MockConfig::new("odoo-web-1", Role::Interactive)
+                .with_mode(Mode::Prefork { workers: 1 }),
+        )
+        .config(&format!("[limits]\n{limits}"))
+        .start()
+        .await
 }
 
 /// Sends a GET and returns the socket without reading anything.
@@ -109,10 +96,9 @@ async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn slow_client_does_not_hold_the_worker_and_still_gets_every_byte() {
-    let node = one_worker_node().await;
-    let config = edge_config(node.addr, r#"response_buffer = "64KiB""#);
-    let edge = odoo_edge::start(&config).expect("edge must start");
-    let addr = edge.addrs[0];
+    let cluster = one_worker_cluster(r#"response_buffer = "64KiB""#).await;
+    let node = cluster.node("odoo-web-1");
+    let addr = cluster.edge;
     const SIZE: usize = 24 * 1024 * 1024;
 
     let mut slow = send_get(addr, &format!("/web/content/big?mock_size={SIZE}")).await;
@@ -141,20 +127,17 @@ async fn slow_client_does_not_hold_the_worker_and_still_gets_every_byte() {
         body == expected_pattern(SIZE),
         "reply bytes differ from what the node sent"
     );
-    edge.shutdown(Duration::from_secs(2)).await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test]
 async fn without_spooling_the_node_waits_for_the_client() {
-    let node = one_worker_node().await;
-    let config = edge_config(
-        node.addr,
-        "response_buffer = \"64KiB\"\nmax_response_spool = \"0B\"",
-    );
-    let edge = odoo_edge::start(&config).expect("edge must start");
+    let cluster =
+        one_worker_cluster("response_buffer = \"64KiB\"\nmax_response_spool = \"0B\"").await;
+    let node = cluster.node("odoo-web-1");
     const SIZE: usize = 48 * 1024 * 1024;
 
-    let mut slow = send_get(edge.addrs[0], &format!("/big?mock_size={SIZE}")).await;
+    let mut slow = send_get(cluster.edge, &format!("/big?mock_size={SIZE}")).await;
     assert!(
         eventually(Duration::from_secs(5), || node.stats.in_flight() == 1).await,
         "the node never started the reply"
@@ -171,5 +154,5 @@ async fn without_spooling_the_node_waits_for_the_client() {
         .expect("the reply must complete once the client reads");
     assert_eq!(body.len(), SIZE);
     assert!(body == expected_pattern(SIZE));
-    edge.shutdown(Duration::from_secs(2)).await;
+    cluster.shutdown().await;
 }

@@ -1,41 +1,21 @@
 //! Client-side timeouts: idle keep-alive, slow request heads, and no timeout
 //! at all while a request is being served (a report may take minutes).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use odoo_edge::mock_odoo::{self, MockConfig, MockHandle, Role};
+use common::Cluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
-async fn setup() -> (MockHandle, odoo_edge::Running) {
-    let node = mock_odoo::bind(
-        "127.0.0.1:0".parse().expect("address"),
-        MockConfig::new("odoo-web-1", Role::Interactive),
-    )
-    .await
-    .expect("mock node must start");
-    let text = format!(
-        r#"
-[[listeners]]
-address = "127.0.0.1:0"
-
-[[nodes]]
-name = "odoo-web-1"
-address = "{}"
-role = "interactive"
-workers = 4
-
-[timeouts]
-client_keepalive = "300ms"
-client_header = "500ms"
-"#,
-        node.addr
-    );
-    let config = odoo_edge::config::parse(&text).expect("test config must be valid");
-    let edge = odoo_edge::start(&config).expect("edge must start");
-    (node, edge)
+async fn setup() -> Cluster {
+    Cluster::builder()
+        .interactive("odoo-web-1")
+        .config("[timeouts]\nclient_keepalive = \"300ms\"\nclient_header = \"500ms\"")
+        .start()
+        .await
 }
 
 /// Reads until EOF or error; returns what was read. Bounded by `limit`.
@@ -52,15 +32,16 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Ve
     }
 }
 
-async fn connect(edge: &odoo_edge::Running) -> TcpStream {
-    let addr: SocketAddr = edge.addrs[0];
-    TcpStream::connect(addr).await.expect("connect to the edge")
+async fn connect(cluster: &Cluster) -> TcpStream {
+    TcpStream::connect(cluster.edge)
+        .await
+        .expect("connect to the edge")
 }
 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_client_keepalive() {
-    let (_node, edge) = setup().await;
-    let mut stream = connect(&edge).await;
+    let cluster = setup().await;
+    let mut stream = connect(&cluster).await;
     stream
         .write_all(b"GET /web/health HTTP/1.1\r\nHost: erp.example.com\r\n\r\n")
         .await
@@ -76,13 +57,13 @@ async fn an_idle_kept_alive_connection_is_closed_after_client_keepalive() {
         "closed too early: {:?}",
         started.elapsed()
     );
-    edge.shutdown(Duration::from_secs(1)).await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_trickled_request_head_is_cut_after_client_header() {
-    let (node, edge) = setup().await;
-    let mut stream = connect(&edge).await;
+    let cluster = setup().await;
+    let mut stream = connect(&cluster).await;
     let head =
         b"GET /web HTTP/1.1\r\nHost: erp.example.com\r\nX-Padding: aaaaaaaaaaaaaaaaaaaa\r\n\r\n";
     let started = Instant::now();
@@ -102,14 +83,18 @@ async fn a_trickled_request_head_is_cut_after_client_header() {
         cut = rest.is_some_and(|r| !String::from_utf8_lossy(&r).contains(" 200 "));
     }
     assert!(cut, "a head trickled over 4 s must be refused");
-    assert_eq!(node.stats.requests(), 0, "the node must never see it");
-    edge.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(
+        cluster.node("odoo-web-1").stats.requests(),
+        0,
+        "the node must never see it"
+    );
+    cluster.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_request_served_longer_than_the_idle_timeouts_completes() {
-    let (_node, edge) = setup().await;
-    let mut stream = connect(&edge).await;
+    let cluster = setup().await;
+    let mut stream = connect(&cluster).await;
     stream
         .write_all(b"GET /report?mock_sleep=1200 HTTP/1.1\r\nHost: erp.example.com\r\nConnection: close\r\n\r\n")
         .await
@@ -120,5 +105,5 @@ async fn a_request_served_longer_than_the_idle_timeouts_completes() {
     let text = String::from_utf8_lossy(&seen);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"path\":\"/report\""), "{text}");
-    edge.shutdown(Duration::from_secs(1)).await;
+    cluster.shutdown().await;
 }
