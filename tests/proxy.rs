@@ -229,7 +229,7 @@ async fn spoofed_forwarded_headers_from_an_untrusted_peer_are_replaced() {
 }
 
 #[tokio::test]
-async fn a_trusted_proxy_extends_x_forwarded_for_and_https_secures_the_session_cookie() {
+async fn behind_a_trusted_proxy_odoo_sees_the_real_client_and_https_secures_the_session_cookie() {
     let cluster = Cluster::standard()
         .config("[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]")
         .start()
@@ -244,8 +244,10 @@ async fn a_trusted_proxy_extends_x_forwarded_for_and_https_secures_the_session_c
     let echo = reply.echo();
     assert_eq!(
         echo.header("x-forwarded-for"),
-        Some("198.51.100.7, 127.0.0.1")
+        Some("198.51.100.7, 198.51.100.7"),
+        "the real client goes last, where Odoo reads it"
     );
+    assert_eq!(echo.odoo()["remote_addr"], "198.51.100.7");
     assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
     assert_eq!(echo.header("x-real-ip"), Some("198.51.100.7"));
     assert_eq!(echo.header("x-forwarded-host"), Some("shop.example.com"));

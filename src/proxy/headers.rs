@@ -108,11 +108,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Rewrites a client request's headers for Odoo. Returns the scheme Odoo will
 /// believe (`https` decides the cookie flags on the way back).
 ///
-/// From an untrusted peer, X-Forwarded-For is replaced by the peer address and
-/// X-Forwarded-Proto/-Host are set from this connection. From a peer in
-/// `forwarding.trusted_proxies`, the peer is appended to X-Forwarded-For and
-/// the rightmost X-Forwarded-Proto/-Host it sent are kept (Odoo only ever
-/// reads the rightmost value). Host itself is never touched.
+/// From an untrusted peer, X-Forwarded-For and X-Real-IP are replaced by the
+/// peer address and X-Forwarded-Proto/-Host are set from this connection. From
+/// a peer in `forwarding.trusted_proxies`, the client address (the first
+/// untrusted one from the right of the chain it sent) is appended to its
+/// X-Forwarded-For and sent as X-Real-IP, and the rightmost
+/// X-Forwarded-Proto/-Host it sent are kept: Odoo only ever reads the
+/// rightmost value, so it sees the real client. Host itself is never touched.
 pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwarding) -> Scheme {
     remove_hop_by_hop(headers);
     // The edge sends the body it buffered, whole, with its length.
@@ -120,20 +122,24 @@ pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwardin
 
     let trusted = client.trusted;
     let (chain, real_ip) = if trusted {
+        // The client is the first address, from the right, that is not one
+        // of our trusted proxies. It goes last in the chain, because Odoo's
+        // proxy_mode believes only the rightmost entry (as nginx's realip
+        // module with `$proxy_add_x_forwarded_for` would do).
         let mut chain = joined(headers, &X_FORWARDED_FOR);
-        if !chain.is_empty() {
-            chain.push_str(", ");
-        }
-        chain.push_str(client.peer_ip.to_str().unwrap_or_default());
         let real_ip = chain
             .rsplit(',')
             .filter_map(|a| a.trim().parse::<IpAddr>().ok())
             .find(|a| !is_trusted(*a, fwd))
-            .map(|ip| ip.to_string());
-        let real_ip = real_ip.and_then(|ip| HeaderValue::from_str(&ip).ok());
+            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+            .unwrap_or_else(|| client.peer_ip.clone());
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(real_ip.to_str().unwrap_or_default());
         (
-            HeaderValue::from_str(&chain).unwrap_or_else(|_| client.peer_ip.clone()),
-            real_ip.unwrap_or_else(|| client.peer_ip.clone()),
+            HeaderValue::from_str(&chain).unwrap_or_else(|_| real_ip.clone()),
+            real_ip,
         )
     } else {
         (client.peer_ip.clone(), client.peer_ip.clone())

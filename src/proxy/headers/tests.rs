@@ -41,7 +41,7 @@ fn untrusted_peer_spoofed_forwarded_headers_are_replaced() {
 }
 
 #[test]
-fn trusted_peer_chain_is_extended_and_its_proto_believed() {
+fn trusted_peer_chain_ends_with_the_real_client_and_its_proto_is_believed() {
     let mut h = headers(&[
         ("host", "internal:80"),
         ("x-forwarded-for", "198.51.100.9, 10.0.0.5"),
@@ -51,7 +51,8 @@ fn trusted_peer_chain_is_extended_and_its_proto_believed() {
     let fwd = fwd(&["10.0.0.0/8"]);
     let scheme = to_upstream(&mut h, &client("10.0.0.2:4000", &fwd), &fwd);
     assert_eq!(scheme, Scheme::Https);
-    assert_eq!(h["x-forwarded-for"], "198.51.100.9, 10.0.0.5, 10.0.0.2");
+    // The client goes last: Odoo believes only the rightmost entry.
+    assert_eq!(h["x-forwarded-for"], "198.51.100.9, 10.0.0.5, 198.51.100.9");
     assert_eq!(h["x-real-ip"], "198.51.100.9");
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], "erp.example.com");
@@ -118,4 +119,13 @@ fn hop_by_hop_index_matches_the_list() {
         assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
     }
     assert_eq!(hop_by_hop_index(&header::HOST), None);
+}
+
+#[test]
+fn a_chain_of_trusted_addresses_only_ends_with_the_peer() {
+    let fwd = fwd(&["10.0.0.0/8"]);
+    let mut h = headers(&[("x-forwarded-for", "10.0.0.9")]);
+    to_upstream(&mut h, &client("10.0.0.2:4000", &fwd), &fwd);
+    assert_eq!(h["x-forwarded-for"], "10.0.0.9, 10.0.0.2");
+    assert_eq!(h["x-real-ip"], "10.0.0.2");
 }
