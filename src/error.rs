@@ -13,6 +13,9 @@ pub enum ProxyError {
     /// The declared or received body is above `limits.max_request_body`.
     #[error("request body above the {limit} byte limit")]
     BodyTooLarge { limit: u64 },
+    /// The request itself is unusable (an HTTP/1.1 request without Host).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
     /// The client stopped sending its body, or sent a broken one.
     #[error("client body: {0}")]
     ClientBody(String),
@@ -39,7 +42,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,

@@ -71,8 +71,20 @@ fn bind_one(address: SocketAddr) -> io::Result<TcpListener> {
 /// task registered with the edge's lifecycle.
 pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
     let shutdown = edge.lifecycle.graceful.clone();
-    let local = listener.local_addr().ok();
+    // Past the cap, connections wait in the kernel's listen backlog instead of
+    // each taking memory here.
+    let slots = Arc::new(tokio::sync::Semaphore::new(edge.limits.max_connections));
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed; kept for completeness
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -87,21 +99,21 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        edge.lifecycle
-            .tasks
-            .clone()
-            .spawn(serve_connection(stream, peer, edge));
+        edge.lifecycle.tasks.clone().spawn(async move {
+            serve_connection(stream, peer, local, edge).await;
+            drop(slot);
+        });
     }
-    info!(address = ?local, "listener closed");
+    info!(address = %local, "listener closed");
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, edge: Arc<Edge>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, local: SocketAddr, edge: Arc<Edge>) {
     let graceful = edge.lifecycle.graceful.clone();
     let hard = edge.lifecycle.hard.clone();
     let state = Arc::new(ConnState::default());
     let io = ClientIo::new(stream, &edge.timeouts, state.clone());
     let max_buf = edge.limits.max_header_bytes.max(8192);
-    let client = ClientInfo::new(peer, false, &edge.forwarding);
+    let client = ClientInfo::new(peer, local, false, &edge.forwarding);
     let service = service_fn(move |req: Request<Incoming>| {
         let edge = edge.clone();
         let guard = ActiveGuard::new(state.clone());
@@ -320,6 +332,9 @@ impl AsyncRead for ClientIo {
                 let Some(deadline) = this.read_deadline() else {
                     return Poll::Pending;
                 };
+                // A timer is armed: no wake-up is needed when a request ends
+                // (a new request can only start after this reader reads a head).
+                this.state.reader_unarmed.store(false, Ordering::SeqCst);
                 // Deadlines mostly move later (each request pushes the idle
                 // start on). Re-arming the timer each time costs a trip through
                 // tokio's timer wheel per request, so a later deadline is only

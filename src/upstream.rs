@@ -25,12 +25,18 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::proxy::UpstreamBody;
 
-/// Idle keep-alive connections kept per node.
-const MAX_IDLE: usize = 32;
+/// Kept-alive connections pooled per node.
+const MAX_IDLE: usize = 16;
+
+/// A pooled connection unused for this long is closed rather than reused: a
+/// threaded Odoo holds a thread (and an `ODOO_MAX_HTTP_THREADS` slot) per open
+/// connection, so idle ones must not pile up.
+const IDLE_FOR: Duration = Duration::from_secs(15);
 
 /// Why a request got no reply head.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +56,7 @@ pub struct Endpoint {
     address: String,
     /// Parsed once when the address is an IP literal; names are resolved per connect.
     ip: Option<SocketAddr>,
-    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    idle: Mutex<Vec<(SendRequest<UpstreamBody>, Instant)>>,
 }
 
 impl Endpoint {
@@ -138,9 +144,14 @@ impl Endpoint {
     /// dropped; busy ones (still sending a previous reply) stay.
     fn checkout(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|s| !s.is_closed());
-        let ready = idle.iter().position(|s| s.is_ready())?;
-        Some(idle.swap_remove(ready))
+        if idle.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        // Dropping a sender whose connection is idle closes that connection.
+        idle.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_FOR);
+        let ready = idle.iter().position(|(s, _)| s.is_ready())?;
+        Some(idle.swap_remove(ready).0)
     }
 
     /// Keeps the connection for another request if the node offered keep-alive.
@@ -156,7 +167,7 @@ impl Endpoint {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push((sender, Instant::now()));
         }
     }
 }

@@ -156,3 +156,22 @@ async fn without_spooling_the_node_waits_for_the_client() {
     assert!(body == expected_pattern(SIZE));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_spool_cap_smaller_than_a_chunk_does_not_stall_the_reply() {
+    let cluster =
+        one_worker_cluster("response_buffer = \"1KiB\"\nmax_response_spool = \"32KiB\"").await;
+    const SIZE: usize = 4 * 1024 * 1024;
+    let mut client = send_get(cluster.edge, &format!("/big?mock_size={SIZE}")).await;
+    // Let the node get ahead of the client, so the spool is used.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (head, body) = tokio::time::timeout(Duration::from_secs(20), read_response(&mut client))
+        .await
+        .expect("the reply must not stall");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        body == expected_pattern(SIZE),
+        "reply bytes differ from what the node sent"
+    );
+    cluster.shutdown().await;
+}

@@ -177,8 +177,9 @@ fn post_in_retry_methods_is_refused() {
     assert_eq!(
         problems(&text),
         [
-            "retries.methods[1] = \"POST\" (line 11): not idempotent: replaying it could apply \
-             a write twice (every Odoo JSON-RPC call is a POST)"
+            "retries.methods[1] = \"POST\" (line 11): not a safe method: replaying it could apply \
+             a write twice (every Odoo JSON-RPC call is a POST); only GET, HEAD, OPTIONS and \
+             TRACE may be replayed"
         ]
     );
 }
@@ -242,8 +243,9 @@ methods = ["GET", "POST"]
             r#"nodes[1].name = "web" (line 11): another node already has this name"#,
             "nodes[1].workers (line 11): interactive node \"web\" needs `workers` \
              (its odoo.conf `workers`, or 1 for a threaded Odoo)",
-            "retries.methods[1] = \"POST\" (line 16): not idempotent: replaying it could apply \
-             a write twice (every Odoo JSON-RPC call is a POST)",
+            "retries.methods[1] = \"POST\" (line 16): not a safe method: replaying it could apply \
+             a write twice (every Odoo JSON-RPC call is a POST); only GET, HEAD, OPTIONS and \
+             TRACE may be replayed",
         ]
     );
     let Err(err) = config::parse(text) else {
@@ -413,4 +415,29 @@ fn run_with_a_taken_listener_exits_1_naming_the_listener() {
     assert!(stderr.contains(&addr.to_string()), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     drop(taken);
+}
+
+#[test]
+fn absurd_durations_and_a_connect_timeout_above_the_reply_timeout_are_refused() {
+    let text = format!(
+        "{BASE}\n[timeouts]\nclient_keepalive = \"300000y\"\nupstream_connect = \"30m\"\nupstream_response = \"10m\"\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "timeouts.client_keepalive = \"300000years\" (line 11): must be at most 7 days",
+            "timeouts.upstream_connect = \"30m\" (line 12): must be shorter than \
+             timeouts.upstream_response, or a node that does not answer would give a 504 \
+             instead of moving on to the next node",
+        ]
+    );
+}
+
+#[test]
+fn put_and_delete_are_refused_as_retry_methods() {
+    let text = format!("{BASE}\n[retries]\nmethods = [\"GET\", \"PUT\", \"DELETE\"]\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("retries.methods[1] = \"PUT\" (line 11): not a safe method"));
+    assert!(found[1].starts_with("retries.methods[2] = \"DELETE\" (line 11): not a safe method"));
 }

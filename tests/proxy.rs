@@ -1183,3 +1183,32 @@ async fn shutdown_closes_idle_kept_alive_connections_at_once() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http_1_1_request_without_host_gets_400_without_touching_a_node() {
+    let cluster = Cluster::standard().start().await;
+    let reply = raw_request(
+        cluster.edge,
+        b"GET /web HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert_eq!(cluster.mock_connections(), 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn connection_cannot_strip_host_so_odoo_always_gets_x_forwarded_host() {
+    let cluster = Cluster::standard().start().await;
+    let reply = Call::new(cluster.edge, Method::GET, "/web")
+        .header("Host", "erp.example.com")
+        .header("Connection", "Host")
+        .send()
+        .await;
+    assert_eq!(reply.status, 200);
+    let echo = reply.echo();
+    assert_eq!(echo.header("host"), Some("erp.example.com"));
+    assert_eq!(echo.header("x-forwarded-host"), Some("erp.example.com"));
+    assert_eq!(echo.odoo()["remote_addr"], "127.0.0.1");
+    cluster.shutdown().await;
+}

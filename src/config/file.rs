@@ -77,6 +77,7 @@ pub struct FileLimits {
     pub response_buffer: Option<FileSize>,
     pub max_response_spool: Option<FileSize>,
     pub max_header_bytes: Option<FileSize>,
+    pub max_connections: Option<Spanned<i64>>,
     pub spool_dir: Option<Spanned<String>>,
 }
 

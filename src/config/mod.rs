@@ -108,6 +108,8 @@ pub struct Limits {
     /// Past this much spooled reply, the edge stops reading from Odoo until the client catches up.
     pub max_response_spool: u64,
     pub max_header_bytes: usize,
+    /// Client connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Where spool files go (they are unlinked at creation); `None` is the system temp dir.
     pub spool_dir: Option<PathBuf>,
 }

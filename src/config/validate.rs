@@ -23,6 +23,10 @@ pub const DEFAULT_UPSTREAM_RESPONSE: Duration = Duration::from_secs(1260);
 
 const MIB: u64 = 1024 * 1024;
 
+/// Longest duration any timeout may be set to (far beyond any sane value, and
+/// far from overflowing a deadline computed from it).
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Parses and validates TOML text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
     let file: FileConfig = toml::from_str(text)?;
@@ -247,6 +251,14 @@ impl Validator<'_> {
     fn duration(&mut self, key: &str, v: &Option<FileDuration>, default: Duration) -> Duration {
         match v {
             None => default,
+            Some(d) if **d.get_ref() > MAX_DURATION => {
+                let text = format!(
+                    "{:?}",
+                    humantime::format_duration(**d.get_ref()).to_string()
+                );
+                self.problem(key, Some(text), Some(d.span()), "must be at most 7 days");
+                default
+            }
             Some(d) if d.get_ref().is_zero() => {
                 let text = format!(
                     "{:?}",
@@ -294,6 +306,26 @@ impl Validator<'_> {
                 humantime::format_duration(upstream_response)
             ));
         }
+        let upstream_connect = self.duration(
+            "timeouts.upstream_connect",
+            &t.upstream_connect,
+            Duration::from_secs(5),
+        );
+        if upstream_connect >= upstream_response
+            && let Some(c) = &t.upstream_connect
+        {
+            let text = format!(
+                "{:?}",
+                humantime::format_duration(upstream_connect).to_string()
+            );
+            self.problem(
+                "timeouts.upstream_connect",
+                Some(text),
+                Some(c.span()),
+                "must be shorter than timeouts.upstream_response, or a node that does not \
+                 answer would give a 504 instead of moving on to the next node",
+            );
+        }
         Timeouts {
             client_header: self.duration(
                 "timeouts.client_header",
@@ -315,11 +347,7 @@ impl Validator<'_> {
                 &t.client_send,
                 Duration::from_secs(60),
             ),
-            upstream_connect: self.duration(
-                "timeouts.upstream_connect",
-                &t.upstream_connect,
-                Duration::from_secs(5),
-            ),
+            upstream_connect,
             upstream_response,
             websocket_idle,
         }
@@ -357,7 +385,16 @@ impl Validator<'_> {
                 None
             }
         });
+        let max_connections = match &l.max_connections {
+            None => 16384,
+            Some(n) if (1..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.bad("limits.max_connections", n, "must be 1 to 1000000");
+                16384
+            }
+        };
         Limits {
+            max_connections,
             max_request_body: self.size(
                 "limits.max_request_body",
                 &l.max_request_body,
@@ -449,12 +486,13 @@ impl Validator<'_> {
                 for (i, m) in list.iter().enumerate() {
                     let key = format!("retries.methods[{i}]");
                     match Method::from_bytes(m.get_ref().as_bytes()) {
-                        Ok(method) if method.is_idempotent() => methods.push(method),
+                        Ok(method) if method.is_safe() => methods.push(method),
                         Ok(_) => self.bad(
                             key,
                             m,
-                            "not idempotent: replaying it could apply a write twice \
-                             (every Odoo JSON-RPC call is a POST)",
+                            "not a safe method: replaying it could apply a write twice \
+                             (every Odoo JSON-RPC call is a POST); only GET, HEAD, OPTIONS \
+                             and TRACE may be replayed",
                         ),
                         Err(_) => self.bad(key, m, "not an HTTP method"),
                     }

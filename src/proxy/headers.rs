@@ -26,18 +26,23 @@ pub struct ClientInfo {
     trusted: bool,
     /// The peer's IP address as a header value.
     peer_ip: HeaderValue,
+    /// The listener's own address, the public host of a request with no Host.
+    local_host: HeaderValue,
 }
 
 impl ClientInfo {
-    pub fn new(peer: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
         let ip = canonical(peer.ip());
+        // An IP address (and IP:port) is always a valid header value.
+        let value = |text: String| {
+            HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
         ClientInfo {
             peer,
             tls,
             trusted: is_trusted(ip, fwd),
-            // An IP address is always a valid header value.
-            peer_ip: HeaderValue::from_str(&ip.to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            peer_ip: value(ip.to_string()),
+            local_host: value(local.to_string()),
         }
     }
 }
@@ -89,11 +94,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        // The usual tokens name no extra header.
+        // The usual tokens name no extra header; and a sender cannot make
+        // Host or the message framing disappear by naming them.
         .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !t.eq_ignore_ascii_case("keep-alive")
-                && !t.eq_ignore_ascii_case("upgrade")
+            !["close", "keep-alive", "upgrade", "host", "content-length"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
@@ -116,6 +122,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// X-Forwarded-Proto/-Host it sent are kept: Odoo only ever reads the
 /// rightmost value, so it sees the real client. Host itself is never touched.
 pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwarding) -> Scheme {
+    // Taken first, so that nothing (not even `Connection: host`) can leave
+    // Odoo without X-Forwarded-Host: without it, proxy_mode ignores
+    // X-Forwarded-For and -Proto too, and Odoo would see the edge as client.
+    let forwarded_host = client
+        .trusted
+        .then(|| rightmost(headers, &X_FORWARDED_HOST))
+        .flatten()
+        .and_then(|h| HeaderValue::from_str(&h).ok())
+        .or_else(|| headers.get(header::HOST).cloned())
+        .unwrap_or_else(|| client.local_host.clone());
     remove_hop_by_hop(headers);
     // The edge sends the body it buffered, whole, with its length.
     headers.remove(header::EXPECT);
@@ -159,26 +175,13 @@ pub fn to_upstream(headers: &mut HeaderMap, client: &ClientInfo, fwd: &Forwardin
     } else {
         own_proto
     };
-    let forwarded_host = trusted
-        .then(|| rightmost(headers, &X_FORWARDED_HOST))
-        .flatten()
-        .and_then(|h| HeaderValue::from_str(&h).ok())
-        .or_else(|| headers.get(header::HOST).cloned());
-
     headers.insert(X_FORWARDED_FOR.clone(), chain);
     headers.insert(X_REAL_IP.clone(), real_ip);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(proto.as_str()),
     );
-    match forwarded_host {
-        Some(host) => {
-            headers.insert(X_FORWARDED_HOST.clone(), host);
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
-    }
+    headers.insert(X_FORWARDED_HOST.clone(), forwarded_host);
     proto
 }
 

@@ -72,7 +72,7 @@ pub async fn handle(
     client: &ClientInfo,
 ) -> Response<ReplyBody> {
     let route = router::route(req.uri().path());
-    if websocket::is_upgrade(req.headers()) {
+    if websocket::is_upgrade(req.method(), req.headers()) {
         // Boxed: a rare path, kept out of the size of every request's future.
         return Box::pin(websocket::tunnel(edge, req, client, route)).await;
     }
@@ -100,6 +100,13 @@ async fn forward(
     route: Route,
 ) -> Result<Response<ReplyBody>, ProxyError> {
     // request_filter
+    if req.version() == Version::HTTP_11
+        && !req.headers().contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        // RFC 9112 §3.2; and Odoo picks its database by host.
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
     body::check_declared_length(req.headers(), &edge.limits)?;
     let (mut parts, incoming) = req.into_parts();
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)

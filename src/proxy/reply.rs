@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::body;
 use crate::config::Limits;
@@ -98,8 +98,11 @@ impl ReplyBody {
                     }
                 }
                 Some(None) => return Ok(ReplyBody::Full(concat(head))),
-                // An error or nothing ready yet: the pump reports or waits.
-                Some(Some(Err(_))) | None => break,
+                // hyper reports a body error once: report it now, while the
+                // client can still get a clean 502 instead of a cut reply.
+                Some(Some(Err(e))) => return Err(format!("reading the reply body: {e}")),
+                // Nothing ready yet: the pump waits for it.
+                None => break,
             }
         }
         let shared = Arc::new(Shared {
@@ -109,6 +112,7 @@ impl ReplyBody {
                 ..State::default()
             }),
             room: Notify::new(),
+            gone: Notify::new(),
         });
         tokio::spawn(pump(
             body,
@@ -192,12 +196,16 @@ struct State {
     failed: Option<String>,
     reader_waker: Option<Waker>,
     reader_gone: bool,
+    /// Spooling failed once (disk full, spool dir gone): memory only from now on.
+    spool_failed: bool,
 }
 
 struct Shared {
     state: Mutex<State>,
     /// The reader took something: the pump may have room again.
     room: Notify,
+    /// The reader is gone: the pump stops even while it waits on the node.
+    gone: Notify,
 }
 
 impl Shared {
@@ -217,7 +225,14 @@ impl Shared {
 async fn pump(mut body: Incoming, shared: Arc<Shared>, limits: PumpLimits) {
     let mut spool: Option<Spool> = None;
     loop {
-        let frame = match tokio::time::timeout(limits.idle, body.frame()).await {
+        let next = tokio::select! {
+            next = tokio::time::timeout(limits.idle, body.frame()) => next,
+            _ = shared.gone.notified() => {
+                debug!("client went away; closing the node connection");
+                return;
+            }
+        };
+        let frame = match next {
             Err(_) => return fail(&shared, format!("node sent nothing for {:?}", limits.idle)),
             Ok(None) => break,
             Ok(Some(Err(e))) => return fail(&shared, format!("reading the reply: {e}")),
@@ -237,12 +252,15 @@ async fn pump(mut body: Incoming, shared: Arc<Shared>, limits: PumpLimits) {
                     return;
                 }
                 Place::Stored => break,
-                Place::Spool => {
-                    if let Err(e) = append(&shared, &mut spool, &limits, data.clone()).await {
-                        return fail(&shared, format!("spool file: {e}"));
+                Place::Unspooled => spool = None,
+                Place::Spool => match append(&shared, &mut spool, &limits, data.clone()).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        // Not fatal: back-pressure on memory still works.
+                        warn!(cause = %e, "cannot spool a reply; holding it in memory instead");
+                        shared.lock().spool_failed = true;
                     }
-                    break;
-                }
+                },
                 Place::Wait => room.await,
             }
         }
@@ -258,6 +276,8 @@ enum Place {
     Gone,
     /// Queued in memory.
     Stored,
+    /// The reader caught up with the spool file, which was dropped: place again.
+    Unspooled,
     /// Goes to the spool file.
     Spool,
     /// No room anywhere until the reader takes something.
@@ -265,12 +285,22 @@ enum Place {
 }
 
 /// Memory while nothing is spooled and there is room; then the spool file
-/// while its backlog is under the cap; with spooling off (or full), memory
-/// again once the reader has drained it.
+/// while its unread part is under the cap (a chunk always fits an empty one);
+/// with spooling off, failed or full, memory again once the reader has drained
+/// it. Once the reader has read everything spooled, the file is dropped and
+/// memory is used again, so a file holds at most what a slow client lags by.
 fn place(shared: &Shared, data: &Bytes, limits: &PumpLimits) -> Place {
     let mut st = shared.lock();
     if st.reader_gone {
         return Place::Gone;
+    }
+    // `spool_read` is credited only when a read completes, so equality also
+    // means no read of the file is in flight.
+    if st.spool.is_some() && st.spool_read == st.spool_written {
+        st.spool = None;
+        st.spool_read = 0;
+        st.spool_written = 0;
+        return Place::Unspooled;
     }
     let spooling = st.spool.is_some();
     if !spooling && st.mem_bytes + data.len() <= limits.memory {
@@ -280,7 +310,10 @@ fn place(shared: &Shared, data: &Bytes, limits: &PumpLimits) -> Place {
         return Place::Stored;
     }
     let backlog = st.spool_written - st.spool_read;
-    if limits.spool > 0 && backlog + data.len() as u64 <= limits.spool {
+    if !st.spool_failed
+        && limits.spool > 0
+        && (backlog == 0 || backlog + data.len() as u64 <= limits.spool)
+    {
         return Place::Spool;
     }
     if !spooling && st.mem_bytes == 0 {
@@ -380,5 +413,6 @@ impl Drop for PumpReader {
     fn drop(&mut self) {
         self.shared.lock().reader_gone = true;
         self.shared.room.notify_one();
+        self.shared.gone.notify_one();
     }
 }

@@ -19,10 +19,16 @@ use crate::error::ProxyError;
 use crate::pool::Node;
 use crate::router::Route;
 
-/// A websocket upgrade request: `Upgrade: websocket` and `Connection: upgrade`.
+/// Longest wait for a node's answer to a websocket handshake.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A websocket upgrade request: a GET with `Upgrade: websocket` and `Connection: upgrade`.
 /// Other upgrades (h2c) are not tunnelled; they are forwarded as plain requests
 /// with the Upgrade header removed.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub fn is_upgrade(method: &http::Method, headers: &HeaderMap) -> bool {
+    if method != http::Method::GET {
+        return false;
+    }
     let upgrade = headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -47,6 +53,8 @@ pub async fn tunnel(
     let (mut parts, _no_body) = req.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     let scheme = headers::to_upstream(&mut parts.headers, client, &edge.forwarding);
+    // A handshake has no body, whatever the client declared.
+    parts.headers.remove(header::CONTENT_LENGTH);
     // Hop-by-hop removal took the upgrade pair; a tunnel needs it back.
     parts
         .headers
@@ -117,7 +125,9 @@ async fn handshake(
     *request.uri_mut() = target.clone();
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers.clone();
-    let limit = edge.timeouts.upstream_response;
+    // A handshake is answered at once by a live gevent process; a node that
+    // accepts and then says nothing must not hold the client for 20 minutes.
+    let limit = edge.timeouts.upstream_response.min(HANDSHAKE_LIMIT);
     match tokio::time::timeout(limit, sender.send_request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(error_chain(&e)),

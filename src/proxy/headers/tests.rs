@@ -7,7 +7,8 @@ fn fwd(trusted: &[&str]) -> Forwarding {
 }
 
 fn client(peer: &str, fwd: &Forwarding) -> ClientInfo {
-    ClientInfo::new(peer.parse().expect("socket address"), false, fwd)
+    let local = "192.0.2.1:8080".parse().expect("socket address");
+    ClientInfo::new(peer.parse().expect("socket address"), local, false, fwd)
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -128,4 +129,23 @@ fn a_chain_of_trusted_addresses_only_ends_with_the_peer() {
     to_upstream(&mut h, &client("10.0.0.2:4000", &fwd), &fwd);
     assert_eq!(h["x-forwarded-for"], "10.0.0.9, 10.0.0.2");
     assert_eq!(h["x-real-ip"], "10.0.0.2");
+}
+
+#[test]
+fn connection_cannot_remove_host_and_forwarded_host_is_always_sent() {
+    let fwd = fwd(&[]);
+    let mut h = headers(&[
+        ("host", "erp.example.com"),
+        ("connection", "close, Host, Content-Length"),
+        ("content-length", "3"),
+    ]);
+    to_upstream(&mut h, &client("203.0.113.7:5000", &fwd), &fwd);
+    assert_eq!(h["host"], "erp.example.com");
+    assert_eq!(h["content-length"], "3");
+    assert_eq!(h["x-forwarded-host"], "erp.example.com");
+
+    // No Host at all (HTTP/1.0): the listener's address, never nothing.
+    let mut h = headers(&[]);
+    to_upstream(&mut h, &client("203.0.113.7:5000", &fwd), &fwd);
+    assert_eq!(h["x-forwarded-host"], "192.0.2.1:8080");
 }
