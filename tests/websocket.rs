@@ -317,13 +317,18 @@ async fn a_browser_style_connection_header_still_opens_a_websocket() {
     cluster.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_websocket_idle_longer_than_websocket_idle_is_closed() {
-    // The file refuses anything up to 60 s; the runtime config takes a short one.
-    let cluster = Cluster::standard()
+/// The standard cluster with a 500 ms websocket idle timeout. The file refuses
+/// anything up to 60 s; the parsed config takes a short one.
+async fn short_idle_cluster() -> Cluster {
+    Cluster::standard()
         .tweak(|c| c.timeouts.websocket_idle = Duration::from_millis(500))
         .start()
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_websocket_idle_longer_than_websocket_idle_is_closed() {
+    let cluster = short_idle_cluster().await;
     let (mut ws, _) = ws_connect(cluster.edge, "/websocket?version=17.0-1").await;
     ws_echo(&mut ws, "hello").await;
     let quiet_since = tokio::time::Instant::now();
@@ -348,10 +353,7 @@ async fn a_websocket_idle_longer_than_websocket_idle_is_closed() {
 
 #[tokio::test]
 async fn traffic_keeps_a_websocket_open_past_websocket_idle() {
-    let cluster = Cluster::standard()
-        .tweak(|c| c.timeouts.websocket_idle = Duration::from_millis(500))
-        .start()
-        .await;
+    let cluster = short_idle_cluster().await;
     let (mut ws, _) = ws_connect(cluster.edge, "/websocket?version=17.0-1").await;
     // 8 messages 200 ms apart: 1.6 s in all, never 500 ms quiet.
     for i in 0..8 {

@@ -523,6 +523,19 @@ pub struct RawReply {
     pub body: Vec<u8>,
 }
 
+/// Parsed headers as owned (lower-cased name, value) pairs.
+fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
 impl RawReply {
     /// Parses the first reply in `raw`; the body is everything after the head.
     pub fn parse(raw: &str) -> RawReply {
@@ -533,16 +546,7 @@ impl RawReply {
             Ok(httparse::Status::Complete(n)) => n,
             other => panic!("not a complete reply head ({other:?}): {raw:?}"),
         };
-        let headers: Vec<(String, String)> = res
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
+        let headers = owned_headers(res.headers);
         let status = res.code.expect("a status code");
         let rest = &bytes[head_len..];
         let chunked = headers
@@ -570,16 +574,7 @@ impl RawReply {
             httparse::Status::Complete(n) => n,
             httparse::Status::Partial => return None,
         };
-        let headers: Vec<(String, String)> = res
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect();
+        let headers = owned_headers(res.headers);
         let status = res.code.expect("a status code");
         let find = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
         let rest = &bytes[head_len..];
