@@ -13,6 +13,8 @@
 //! client ─► listener (ClientIo: idle/head/send timeouts, hyper HTTP/1.1)
 //!        ─► proxy::handle
 //!             ├─ router::route(path) ─► Bus | Interactive
+//!             ├─ static_files           GET/HEAD /<module>/static/<path> from the addons paths
+//!             │                           (missing → on to Odoo; unsafe → 404)
 //!             ├─ websocket upgrade? ─► proxy::websocket ─► 101 ─► proxy::tunnel (splice)
 //!             ├─ proxy::body::collect   whole body: memory, then spool file; 413 over the cap
 //!             ├─ proxy::headers         X-Forwarded-*, hop-by-hop
@@ -34,7 +36,8 @@
 //! * `proxy`: the request phases; `body`, `headers`, `reply`, `websocket`, `tunnel`.
 //! * `pool`: nodes by role, round robin.
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
-//! * `spool`: unlinked temp files for large bodies.
+//! * `spool`: unlinked temp files for large bodies, and file-range bodies.
+//! * `static_files`: module assets from disk, cached in memory with gzip/br forms.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
 //! * `shutdown`: graceful then hard stop, and the tasks to wait for.
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
@@ -50,6 +53,7 @@ pub mod proxy;
 pub mod router;
 pub mod shutdown;
 pub mod spool;
+pub mod static_files;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -6,12 +6,17 @@
 //! file without sharing an offset, and run on tokio's blocking pool.
 
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 /// Size of one read from a spool file.
@@ -89,4 +94,58 @@ pub fn read_at(file: Arc<File>, offset: u64, max: usize) -> JoinHandle<io::Resul
         buf.truncate(filled);
         Ok(buf.freeze())
     })
+}
+
+/// A byte range of a file, sent as a body in [`CHUNK`]-sized reads on the
+/// blocking pool: spooled request bodies, large static files, attachments.
+#[derive(Debug)]
+pub struct FileRange {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+    reading: Option<JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileRange {
+    /// Bytes `start..end` of `file`; the caller knows they exist.
+    pub fn new(file: Arc<File>, start: u64, end: u64) -> FileRange {
+        FileRange {
+            file,
+            pos: start,
+            end: end.max(start),
+            reading: None,
+        }
+    }
+}
+
+impl Body for FileRange {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if this.pos >= this.end {
+            return Poll::Ready(None);
+        }
+        let job = this.reading.get_or_insert_with(|| {
+            let max = (this.end - this.pos).min(CHUNK as u64) as usize;
+            read_at(this.file.clone(), this.pos, max)
+        });
+        let result = ready!(Pin::new(job).poll(cx));
+        this.reading = None;
+        let chunk = result.map_err(io::Error::other)??;
+        this.pos += chunk.len() as u64;
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pos >= self.end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.end - self.pos)
+    }
 }

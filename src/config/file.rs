@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub retries: FileRetries,
     #[serde(default)]
     pub runtime: FileRuntime,
+    #[serde(default, rename = "static")]
+    pub statics: FileStatic,
 }
 
 /// `[[listeners]]`
@@ -110,4 +112,16 @@ pub struct FileRetries {
 #[serde(deny_unknown_fields)]
 pub struct FileRuntime {
     pub worker_threads: Option<Spanned<i64>>,
+}
+
+/// `[static]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStatic {
+    #[serde(default)]
+    pub addons_paths: Vec<Spanned<String>>,
+    pub cache_control: Option<Spanned<String>>,
+    pub follow_symlinks: Option<bool>,
+    pub compress_min_size: Option<FileSize>,
+    pub memory_cache: Option<FileSize>,
 }

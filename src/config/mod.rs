@@ -29,6 +29,8 @@ pub struct Config {
     pub forwarding: Forwarding,
     pub cookies: CookieFlags,
     pub retries: Retries,
+    /// Static module assets served from disk.
+    pub statics: StaticConfig,
     /// Tokio worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
     /// Non-fatal remarks found while validating (printed by `check` and at start).
@@ -112,6 +114,20 @@ pub struct Limits {
     pub max_connections: usize,
     /// Where spool files go (they are unlinked at creation); `None` is the system temp dir.
     pub spool_dir: Option<PathBuf>,
+}
+
+/// `[static]`: `/<module>/static/<path>` from the addons paths.
+#[derive(Debug, Clone)]
+pub struct StaticConfig {
+    /// Canonical addons paths, in Odoo's addons_path order; empty = off.
+    pub addons_paths: Vec<PathBuf>,
+    pub cache_control: http::HeaderValue,
+    /// Follow symlinks that stay inside their addons path (never outside).
+    pub follow_symlinks: bool,
+    /// Text files at least this large are compressed (gzip, br) for clients that accept it.
+    pub compress_min_size: usize,
+    /// Files and their compressed forms kept in memory, in bytes.
+    pub memory_cache: usize,
 }
 
 /// `[forwarding]`

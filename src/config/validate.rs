@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::file::{FileConfig, FileDuration, FileSize};
 use super::{
     Config, ConfigError, CookieFlags, Forwarding, Limits, ListenerConfig, NodeConfig, Problem,
-    Retries, Role, Timeouts,
+    Retries, Role, StaticConfig, Timeouts,
 };
 
 /// Default upstream reply timeout: above the `limit_time_real = 1200` of Odoo's
@@ -95,6 +95,7 @@ impl Validator<'_> {
         let forwarding = self.forwarding(&file);
         let cookies = self.cookies(&file);
         let retries = self.retries(&file);
+        let statics = self.statics(&file);
         let worker_threads = match &file.runtime.worker_threads {
             None => None,
             Some(n) if *n.get_ref() == 0 => None,
@@ -116,6 +117,7 @@ impl Validator<'_> {
             forwarding,
             cookies,
             retries,
+            statics,
             worker_threads,
             warnings: Vec::new(),
         }
@@ -426,6 +428,46 @@ impl Validator<'_> {
                 8192..(16 * MIB + 1),
             ) as usize,
             spool_dir,
+        }
+    }
+
+    fn statics(&mut self, file: &FileConfig) -> StaticConfig {
+        let st = &file.statics;
+        let mut addons_paths = Vec::new();
+        for (i, p) in st.addons_paths.iter().enumerate() {
+            let key = format!("static.addons_paths[{i}]");
+            match std::fs::canonicalize(p.get_ref()) {
+                Ok(path) if path.is_dir() => addons_paths.push(path),
+                Ok(_) => self.bad(key, p, "not a directory"),
+                Err(e) => self.bad(key, p, &format!("cannot be read: {e}")),
+            }
+        }
+        let cache_control = match &st.cache_control {
+            None => http::HeaderValue::from_static("public, max-age=604800"),
+            Some(v) => match http::HeaderValue::from_str(v.get_ref()) {
+                Ok(value) => value,
+                Err(_) => {
+                    self.bad("static.cache_control", v, "not a valid header value");
+                    http::HeaderValue::from_static("public, max-age=604800")
+                }
+            },
+        };
+        StaticConfig {
+            addons_paths,
+            cache_control,
+            follow_symlinks: st.follow_symlinks.unwrap_or(false),
+            compress_min_size: self.size(
+                "static.compress_min_size",
+                &st.compress_min_size,
+                1024,
+                0..(1 << 30),
+            ) as usize,
+            memory_cache: self.size(
+                "static.memory_cache",
+                &st.memory_cache,
+                64 * MIB,
+                0..(1 << 40),
+            ) as usize,
         }
     }
 

@@ -7,12 +7,9 @@
 //! before any node is contacted. The result can be sent more than once (a
 //! connect failure moves the request to the next node).
 
-use std::fs::File;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -20,11 +17,10 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::task::JoinHandle;
 
 use crate::config::Limits;
 use crate::error::ProxyError;
-use crate::spool::{self, Spool};
+use crate::spool::{FileRange, Spool};
 
 /// A complete request body.
 #[derive(Debug, Clone)]
@@ -51,12 +47,7 @@ impl RequestBody {
     pub fn to_upstream(&self) -> UpstreamBody {
         match self {
             RequestBody::Memory(b) => UpstreamBody::Memory(Some(b.clone())),
-            RequestBody::Spooled(s) => UpstreamBody::File {
-                file: s.file(),
-                pos: 0,
-                len: s.len(),
-                reading: None,
-            },
+            RequestBody::Spooled(s) => UpstreamBody::File(FileRange::new(s.file(), 0, s.len())),
         }
     }
 }
@@ -127,12 +118,7 @@ pub async fn collect(
 #[derive(Debug)]
 pub enum UpstreamBody {
     Memory(Option<Bytes>),
-    File {
-        file: Arc<File>,
-        pos: u64,
-        len: u64,
-        reading: Option<JoinHandle<io::Result<Bytes>>>,
-    },
+    File(FileRange),
 }
 
 /// Polls a body held whole in memory: one data frame, then the end.
@@ -168,39 +154,21 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             UpstreamBody::Memory(b) => poll_whole(b),
-            UpstreamBody::File {
-                file,
-                pos,
-                len,
-                reading,
-            } => {
-                if *pos >= *len {
-                    return Poll::Ready(None);
-                }
-                let job = reading.get_or_insert_with(|| {
-                    let max = (*len - *pos).min(spool::CHUNK as u64) as usize;
-                    spool::read_at(file.clone(), *pos, max)
-                });
-                let result = ready!(Pin::new(job).poll(cx));
-                *reading = None;
-                let chunk = result.map_err(io::Error::other)??;
-                *pos += chunk.len() as u64;
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
-            }
+            UpstreamBody::File(f) => Pin::new(f).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Memory(b) => b.as_ref().is_none_or(|b| b.is_empty()),
-            UpstreamBody::File { pos, len, .. } => pos >= len,
+            UpstreamBody::File(f) => f.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Memory(b) => whole_size(b),
-            UpstreamBody::File { pos, len, .. } => SizeHint::with_exact(len - pos),
+            UpstreamBody::File(f) => f.size_hint(),
         }
     }
 }

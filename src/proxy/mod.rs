@@ -10,8 +10,8 @@
 //! 5. `response_filter`: hop-by-hop removal, cookie flags; the body is pumped
 //!    from the node as fast as it comes ([`reply`]).
 //!
-//! Static files and X-Accel-Redirect (later) slot in before step 2 and after
-//! step 4 respectively; health and admission control live behind
+//! Static module assets are answered before step 1 ([`crate::static_files`]);
+//! X-Accel-Redirect (later) slots in after step 4; health and admission control live behind
 //! [`crate::pool::Pool::candidates`].
 
 pub mod body;
@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::{debug, warn};
 
@@ -37,6 +37,7 @@ use crate::error::ProxyError;
 use crate::pool::{Node, Topology};
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
+use crate::static_files::{Lookup, StaticFiles};
 use crate::upstream::SendError;
 
 /// Everything a request needs, built once from the config.
@@ -47,6 +48,8 @@ pub struct Edge {
     pub forwarding: Forwarding,
     pub cookies: CookieFlags,
     pub retries: Retries,
+    /// `/<module>/static/...` from the addons paths; `None` when none is configured.
+    pub statics: Option<Arc<StaticFiles>>,
     /// Shutdown signals and the tasks to wait for.
     pub lifecycle: Lifecycle,
 }
@@ -60,6 +63,7 @@ impl Edge {
             forwarding: config.forwarding.clone(),
             cookies: config.cookies.clone(),
             retries: config.retries.clone(),
+            statics: StaticFiles::new(&config.statics).map(Arc::new),
             lifecycle,
         }
     }
@@ -71,6 +75,20 @@ pub async fn handle(
     req: Request<Incoming>,
     client: &ClientInfo,
 ) -> Response<ReplyBody> {
+    if let Some(statics) = &edge.statics
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        match statics.lookup(req.uri().path()).await {
+            Lookup::NotStatic | Lookup::Missing => {}
+            Lookup::Found(entry) => {
+                return statics.respond(&entry, req.method(), req.headers()).await;
+            }
+            Lookup::Refused(reason) => {
+                debug!(path = req.uri().path(), reason, "static request refused");
+                return error_response(StatusCode::NOT_FOUND);
+            }
+        }
+    }
     let route = router::route(req.uri().path());
     if websocket::is_upgrade(req.method(), req.headers()) {
         // Boxed: a rare path, kept out of the size of every request's future.
@@ -235,6 +253,7 @@ pub fn error_response(status: StatusCode) -> Response<ReplyBody> {
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
     let hint = match code {
+        404 => "Not found.",
         413 => "The request body is larger than this server accepts.",
         502 => "The Odoo server did not give a valid reply.",
         503 => "The Odoo server is not available right now. Please try again shortly.",

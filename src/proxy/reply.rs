@@ -32,7 +32,7 @@ use tracing::{debug, warn};
 
 use super::body;
 use crate::config::Limits;
-use crate::spool::{self, Spool};
+use crate::spool::{self, FileRange, Spool};
 
 /// Replies declared this small are read whole before the client gets the head.
 pub const INLINE_MAX: u64 = 64 * 1024;
@@ -44,6 +44,8 @@ pub enum ReplyBody {
     Full(Option<Bytes>),
     /// Fed by a pump task.
     Pumped(PumpReader),
+    /// Read from a file on disk (a large static file).
+    File(FileRange),
 }
 
 impl ReplyBody {
@@ -156,6 +158,7 @@ impl Body for ReplyBody {
         match self.get_mut() {
             ReplyBody::Full(b) => body::poll_whole(b),
             ReplyBody::Pumped(reader) => reader.poll_frame(cx),
+            ReplyBody::File(f) => Pin::new(f).poll_frame(cx),
         }
     }
 
@@ -163,6 +166,7 @@ impl Body for ReplyBody {
         match self {
             ReplyBody::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
             ReplyBody::Pumped(_) => false,
+            ReplyBody::File(f) => f.is_end_stream(),
         }
     }
 
@@ -170,6 +174,7 @@ impl Body for ReplyBody {
         match self {
             ReplyBody::Full(b) => body::whole_size(b),
             ReplyBody::Pumped(_) => SizeHint::default(),
+            ReplyBody::File(f) => f.size_hint(),
         }
     }
 }
