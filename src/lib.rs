@@ -38,11 +38,13 @@
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.
 //! * `static_files`: module assets from disk, cached in memory with gzip/br forms.
+//! * `conditional`: If-None-Match / If-Modified-Since / Range on files the edge serves.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
 //! * `shutdown`: graceful then hard stop, and the tasks to wait for.
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
 //! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
 
+pub mod conditional;
 pub mod config;
 pub mod demo;
 pub mod error;

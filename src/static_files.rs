@@ -31,6 +31,7 @@ use http::{Method, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use tracing::{debug, warn};
 
+use crate::conditional::{self, Validators};
 use crate::config::StaticConfig;
 use crate::proxy::ReplyBody;
 use crate::spool::FileRange;
@@ -300,7 +301,8 @@ impl StaticFiles {
         if let Ok(value) = HeaderValue::from_str(&etag) {
             response.headers_mut().insert(header::ETAG, value);
         }
-        if not_modified(headers, entry) {
+        let validators = entry.validators();
+        if conditional::not_modified(headers, &validators) {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             return response;
         }
@@ -314,32 +316,13 @@ impl StaticFiles {
             return response;
         }
 
-        let range = match range(headers, entry) {
-            RangeAsk::Whole => 0..entry.len,
-            RangeAsk::Part(r) => {
-                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
-                let value = format!("bytes {}-{}/{}", r.start, r.end - 1, entry.len);
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                r
-            }
-            RangeAsk::Unsatisfiable => {
-                *response.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                let value = format!("bytes */{}", entry.len);
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-                return response;
-            }
+        let Some(range) = conditional::apply_range(
+            &mut response,
+            conditional::range(headers, &validators),
+            entry.len,
+        ) else {
+            return response;
         };
-        response.headers_mut().insert(
-            header::CONTENT_LENGTH,
-            HeaderValue::from(range.end - range.start),
-        );
         if method == Method::HEAD {
             return response;
         }
@@ -358,6 +341,15 @@ impl StaticFiles {
 }
 
 impl Entry {
+    fn validators(&self) -> Validators<'_> {
+        Validators {
+            len: self.len,
+            etag: Some(&self.etag),
+            modified: Some(self.modified),
+            last_modified: self.last_modified.to_str().ok(),
+        }
+    }
+
     /// Bytes this entry keeps in memory.
     fn memory(&self) -> usize {
         [&self.data, &self.gzip, &self.br]
@@ -483,98 +475,6 @@ fn choose_encoding<'a>(headers: &HeaderMap, entry: &'a Entry) -> Option<(&'stati
         return Some(("gzip", gz));
     }
     None
-}
-
-/// If-None-Match (any form of the ETag) or, without it, If-Modified-Since.
-fn not_modified(headers: &HeaderMap, entry: &Entry) -> bool {
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let base = entry.etag.trim_matches('"');
-        return inm.split(',').any(|tag| {
-            let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
-            tag == "*"
-                || tag == base
-                || tag
-                    .strip_prefix(base)
-                    .is_some_and(|s| s == "-br" || s == "-gzip")
-        });
-    }
-    let Some(since) = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    else {
-        return false;
-    };
-    let modified = entry
-        .modified
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let since = since
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    modified <= since
-}
-
-enum RangeAsk {
-    Whole,
-    Part(std::ops::Range<u64>),
-    Unsatisfiable,
-}
-
-/// One `bytes=` range; several ranges, or an If-Range that does not match,
-/// get the whole file (allowed by RFC 9110 §14.2).
-fn range(headers: &HeaderMap, entry: &Entry) -> RangeAsk {
-    let Some(spec) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return RangeAsk::Whole;
-    };
-    if let Some(if_range) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok())
-        && if_range.trim() != entry.etag
-        && Some(if_range.trim()) != entry.last_modified.to_str().ok()
-    {
-        return RangeAsk::Whole;
-    }
-    let Some(set) = spec.trim().strip_prefix("bytes=") else {
-        return RangeAsk::Whole;
-    };
-    if set.contains(',') {
-        return RangeAsk::Whole;
-    }
-    let Some((first, last)) = set.trim().split_once('-') else {
-        return RangeAsk::Whole;
-    };
-    let len = entry.len;
-    let (first, last) = (first.trim(), last.trim());
-    let range = if first.is_empty() {
-        // The last N bytes.
-        match last.parse::<u64>() {
-            Ok(0) | Err(_) => return RangeAsk::Unsatisfiable,
-            Ok(n) => len.saturating_sub(n)..len,
-        }
-    } else {
-        let Ok(start) = first.parse::<u64>() else {
-            return RangeAsk::Whole;
-        };
-        let end = if last.is_empty() {
-            len
-        } else {
-            match last.parse::<u64>() {
-                Ok(last) if last >= start => last.saturating_add(1).min(len),
-                _ => return RangeAsk::Whole,
-            }
-        };
-        if start >= len {
-            return RangeAsk::Unsatisfiable;
-        }
-        start..end
-    };
-    if range.is_empty() {
-        RangeAsk::Unsatisfiable
-    } else {
-        RangeAsk::Part(range)
-    }
 }
 
 #[cfg(test)]
