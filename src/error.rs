@@ -32,6 +32,12 @@ pub enum ProxyError {
     /// The node gave no reply head within `timeouts.upstream_response`.
     #[error("node {node}: no reply within {after:?}")]
     UpstreamTimeout { node: String, after: Duration },
+    /// A node's X-Accel-Redirect names a file the filestore does not have.
+    #[error("node {node}: X-Accel-Redirect file not in the filestore")]
+    AccelMissing { node: String },
+    /// A client asked for the internal `/web/filestore/` location itself.
+    #[error("client request for the internal /web/filestore/ location")]
+    Internal,
     /// Spooling to a temp file failed (disk full, spool dir gone).
     #[error("spool file: {0}")]
     Spool(#[source] std::io::Error),
@@ -47,6 +53,7 @@ impl ProxyError {
             ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::AccelMissing { .. } | ProxyError::Internal => StatusCode::NOT_FOUND,
             ProxyError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -1212,3 +1212,18 @@ async fn connection_cannot_strip_host_so_odoo_always_gets_x_forwarded_host() {
     assert_eq!(echo.odoo()["remote_addr"], "127.0.0.1");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_request_for_the_internal_filestore_is_404_and_never_forwarded() {
+    let cluster = Cluster::standard().start().await;
+    for path in [
+        "/web/filestore/odoo/3f/3f786850e387550fdab836ed7e6dc881de23001b",
+        "/web/filestore",
+        "/web/filestore/",
+    ] {
+        let reply = get(cluster.edge, path).await;
+        assert_eq!(reply.status, 404, "{path}");
+    }
+    assert_eq!(cluster.mock_connections(), 0, "never forwarded to a node");
+    cluster.shutdown().await;
+}

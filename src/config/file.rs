@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub runtime: FileRuntime,
     #[serde(default, rename = "static")]
     pub statics: FileStatic,
+    #[serde(default)]
+    pub x_accel: FileXAccel,
 }
 
 /// `[[listeners]]`
@@ -124,4 +126,11 @@ pub struct FileStatic {
     pub follow_symlinks: Option<bool>,
     pub compress_min_size: Option<FileSize>,
     pub memory_cache: Option<FileSize>,
+}
+
+/// `[x_accel]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileXAccel {
+    pub filestore: Option<Spanned<String>>,
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub retries: Retries,
     /// Static module assets served from disk.
     pub statics: StaticConfig,
+    /// `[x_accel] filestore`: Odoo's `<data_dir>/filestore`, canonical; `None` = not configured.
+    pub filestore: Option<PathBuf>,
     /// Tokio worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
     /// Non-fatal remarks found while validating (printed by `check` and at start).

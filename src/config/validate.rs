@@ -96,6 +96,19 @@ impl Validator<'_> {
         let cookies = self.cookies(&file);
         let retries = self.retries(&file);
         let statics = self.statics(&file);
+        let filestore = file.x_accel.filestore.as_ref().and_then(|p| {
+            match std::fs::canonicalize(p.get_ref()) {
+                Ok(path) if path.is_dir() => Some(path),
+                Ok(_) => {
+                    self.bad("x_accel.filestore", p, "not a directory");
+                    None
+                }
+                Err(e) => {
+                    self.bad("x_accel.filestore", p, &format!("cannot be read: {e}"));
+                    None
+                }
+            }
+        });
         let worker_threads = match &file.runtime.worker_threads {
             None => None,
             Some(n) if *n.get_ref() == 0 => None,
@@ -118,6 +131,7 @@ impl Validator<'_> {
             cookies,
             retries,
             statics,
+            filestore,
             worker_threads,
             warnings: Vec::new(),
         }

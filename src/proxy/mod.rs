@@ -14,6 +14,7 @@
 //! X-Accel-Redirect (later) slots in after step 4; health and admission control live behind
 //! [`crate::pool::Pool::candidates`].
 
+pub mod accel;
 pub mod body;
 pub mod headers;
 pub mod reply;
@@ -50,6 +51,8 @@ pub struct Edge {
     pub retries: Retries,
     /// `/<module>/static/...` from the addons paths; `None` when none is configured.
     pub statics: Option<Arc<StaticFiles>>,
+    /// Where X-Accel-Redirect targets are found; `None` when not configured.
+    pub filestore: Option<std::path::PathBuf>,
     /// Shutdown signals and the tasks to wait for.
     pub lifecycle: Lifecycle,
 }
@@ -64,6 +67,7 @@ impl Edge {
             cookies: config.cookies.clone(),
             retries: config.retries.clone(),
             statics: StaticFiles::new(&config.statics).map(Arc::new),
+            filestore: config.filestore.clone(),
             lifecycle,
         }
     }
@@ -118,6 +122,10 @@ async fn forward(
     route: Route,
 ) -> Result<Response<ReplyBody>, ProxyError> {
     // request_filter
+    if req.uri().path().starts_with(accel::PREFIX) || req.uri().path() == "/web/filestore" {
+        // The internal location of the X-Accel recipe: never from outside.
+        return Err(ProxyError::Internal);
+    }
     if req.version() == Version::HTTP_11
         && !req.headers().contains_key(header::HOST)
         && req.uri().authority().is_none()
@@ -161,7 +169,13 @@ async fn forward(
         match sent.await {
             Ok(Ok((response, mut driver))) => {
                 return driver
-                    .drive(response_filter(edge, response, scheme, node))
+                    .drive(response_filter(
+                        edge,
+                        response,
+                        scheme,
+                        node,
+                        (&parts.method, &parts.headers),
+                    ))
                     .await;
             }
             Err(_) => {
@@ -225,9 +239,23 @@ async fn response_filter(
     response: Response<Incoming>,
     scheme: Scheme,
     node: &Node,
+    request: (&Method, &http::HeaderMap),
 ) -> Result<Response<ReplyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     headers::to_client(&mut parts.headers, scheme, &edge.cookies);
+    if accel::target(&parts.headers).is_some() {
+        // Odoo's body is empty (Content-Length: 0): the edge sends the file.
+        drop(body);
+        let (method, headers) = request;
+        return accel::serve(
+            edge.filestore.as_deref(),
+            &node.name,
+            parts.headers,
+            method,
+            headers,
+        )
+        .await;
+    }
     let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response)
         .await
         .map_err(|detail| ProxyError::BadGateway {

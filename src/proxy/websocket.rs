@@ -148,7 +148,10 @@ async fn relay(
             status = response.status().as_u16(),
             "websocket refused by the node"
         );
-        return match super::response_filter(edge, response, scheme, node).await {
+        let method = http::Method::GET;
+        let no_conditions = HeaderMap::new();
+        let request = (&method, &no_conditions);
+        return match super::response_filter(edge, response, scheme, node, request).await {
             Ok(response) => response,
             Err(err) => {
                 warn!(cause = %err, "websocket refusal not relayed");
