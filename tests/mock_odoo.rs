@@ -1,7 +1,8 @@
 //! Integration tests of mock-odoo over real sockets on 127.0.0.1.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use odoo_edge::mock_odoo::{self, Fail, MockConfig, MockHandle, Mode, PATTERN, Role};
@@ -631,4 +632,655 @@ async fn latency_delays_replies_but_not_control_endpoints() {
     let started = Instant::now();
     send(mock.addr, &get("/")).await;
     assert!(started.elapsed() >= Duration::from_millis(190));
+}
+
+// === static files and the filestore ===
+
+/// An mtime every fixture file gets, so `Last-Modified` and ETags are known in advance.
+const MTIME_SECS: u64 = 784_111_777;
+const MTIME_HTTP: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+/// Writes `content` at `root/rel` (creating directories) with mtime [`MTIME_SECS`].
+fn write_file(root: &Path, rel: &str, content: &[u8]) -> PathBuf {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create dirs");
+    std::fs::write(&path, content).expect("write fixture");
+    let mtime = UNIX_EPOCH + Duration::from_secs(MTIME_SECS);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(mtime))
+        .expect("set mtime");
+    path
+}
+
+/// zlib's Adler-32, written again here so the test does not trust the mock's copy.
+fn adler32(data: &[u8]) -> u32 {
+    let (mut a, mut b) = (1u32, 0u32);
+    for &byte in data {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    (b << 16) | a
+}
+
+fn static_etag(path: &Path, size: usize) -> String {
+    let check = adler32(path.to_str().expect("UTF-8 path").as_bytes());
+    format!("\"{MTIME_SECS}-{size}-{check}\"")
+}
+
+/// A GET with extra header lines, closing after the reply.
+fn get_with(path: &str, headers: &[&str]) -> String {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: odoo.test\r\nConnection: close\r\n");
+    for header in headers {
+        req.push_str(header);
+        req.push_str("\r\n");
+    }
+    req + "\r\n"
+}
+
+/// Sends `request` and reads to the close; asserts that nothing follows the one reply, so
+/// a reply announced with a Content-Length of 0 (or a 304) really carried no body.
+async fn exactly_one_reply(addr: SocketAddr, request: &str) -> Response {
+    let out = exchange(addr, request.as_bytes()).await.expect("exchange");
+    let head_only = request.starts_with("HEAD ");
+    let (res, used) = parse(&out, head_only).expect("a complete reply");
+    assert_eq!(used, out.len(), "bytes after the reply to {request:?}");
+    res
+}
+
+/// Header names of a reply, lowercased and sorted.
+fn header_names(res: &Response) -> Vec<String> {
+    let mut names: Vec<String> = res.headers.iter().map(|(n, _)| n.to_lowercase()).collect();
+    names.sort_unstable();
+    names
+}
+
+#[tokio::test]
+async fn static_file_carries_every_odoo_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let css = write_file(
+        dir.path(),
+        "addons/web/static/src/app.css",
+        b"body { color: red }",
+    );
+    let png = write_file(
+        dir.path(),
+        "addons/web/static/img/logo.png",
+        b"\x89PNG fake",
+    );
+    let mock = start(threaded("static").with_addons_paths([dir.path().join("addons")])).await;
+
+    let res = send(mock.addr, &get("/web/static/src/app.css")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"body { color: red }");
+    assert_eq!(res.header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(res.header("content-length"), Some("19"));
+    assert_eq!(res.header("cache-control"), Some("public, max-age=604800"));
+    let expires = res.header("expires").expect("Expires");
+    assert!(expires.ends_with(" GMT") && Some(expires) != res.header("date"));
+    assert_eq!(res.header("etag"), Some(static_etag(&css, 19).as_str()));
+    assert_eq!(res.header("last-modified"), Some(MTIME_HTTP));
+    assert_eq!(
+        res.header("content-disposition"),
+        Some("inline; filename=app.css")
+    );
+    assert_eq!(res.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        res.header("content-security-policy"),
+        None,
+        "CSP is for images"
+    );
+    assert_eq!(
+        res.header("accept-ranges"),
+        None,
+        "werkzeug sends it on 206 only"
+    );
+
+    let res = send(mock.addr, &get("/web/static/img/logo.png")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"\x89PNG fake");
+    assert_eq!(res.header("content-type"), Some("image/png"));
+    assert_eq!(
+        res.header("content-security-policy"),
+        Some("default-src 'none'")
+    );
+    assert_eq!(res.header("etag"), Some(static_etag(&png, 9).as_str()));
+    assert_eq!(mock.stats.static_hits(), 2);
+    assert_eq!(mock.stats.filestore_hits(), 0);
+}
+
+#[tokio::test]
+async fn static_file_not_modified_is_304_without_entity_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), "a/web/static/app.js", b"console.log(1);");
+    let mock = start(threaded("static304").with_addons_paths([dir.path().join("a")])).await;
+    let etag = static_etag(&path, 15);
+
+    let weak_in_list = format!("If-None-Match: \"nope\", W/{etag}");
+    let since = format!("If-Modified-Since: {MTIME_HTTP}");
+    for condition in [format!("If-None-Match: {etag}"), weak_in_list, since] {
+        let req = get_with("/web/static/app.js", &[&condition]);
+        let res = exactly_one_reply(mock.addr, &req).await;
+        assert_eq!(res.status, 304, "{condition}");
+        assert_eq!(res.reason, "Not Modified");
+        assert!(res.body.is_empty());
+        assert_eq!(res.header("etag"), Some(etag.as_str()));
+        assert_eq!(res.header("cache-control"), Some("public, max-age=604800"));
+        assert!(res.header("expires").is_some(), "werkzeug keeps Expires");
+        for gone in ["content-type", "content-length", "last-modified"] {
+            assert_eq!(res.header(gone), None, "{gone} on a 304");
+        }
+    }
+
+    // A stale tag, or a date before the mtime, gets the file.
+    for condition in [
+        "If-None-Match: \"1-2-3\"",
+        "If-Modified-Since: Sat, 05 Nov 1994 08:49:37 GMT",
+    ] {
+        let res = send(mock.addr, &get_with("/web/static/app.js", &[condition])).await;
+        assert_eq!(res.status, 200, "{condition}");
+        assert_eq!(res.body, b"console.log(1);");
+    }
+}
+
+#[tokio::test]
+async fn static_range_is_206_and_unsatisfiable_range_is_416() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_file(dir.path(), "a/web/static/digits.txt", b"0123456789");
+    let mock = start(threaded("range").with_addons_paths([dir.path().join("a")])).await;
+
+    let cases = [
+        ("bytes=2-5", "bytes 2-5/10", &b"2345"[..]),
+        ("bytes=7-", "bytes 7-9/10", b"789"),
+        ("bytes=-3", "bytes 7-9/10", b"789"),
+        ("bytes=8-100", "bytes 8-9/10", b"89"),
+    ];
+    for (range, content_range, body) in cases {
+        let req = get_with("/web/static/digits.txt", &[&format!("Range: {range}")]);
+        let res = exactly_one_reply(mock.addr, &req).await;
+        assert_eq!(res.status, 206, "{range}");
+        assert_eq!(res.reason, "Partial Content");
+        assert_eq!(res.header("content-range"), Some(content_range));
+        assert_eq!(res.header("accept-ranges"), Some("bytes"));
+        assert_eq!(
+            res.header("content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        assert_eq!(res.body, body, "{range}");
+    }
+
+    for range in [
+        "bytes=10-",
+        "bytes=5-2",
+        "bytes=0-1,4-5",
+        "bytes=-11",
+        "lines=1-2",
+    ] {
+        let req = get_with("/web/static/digits.txt", &[&format!("Range: {range}")]);
+        let res = send(mock.addr, &req).await;
+        assert_eq!(res.status, 416, "{range}");
+        assert_eq!(res.reason, "Requested Range Not Satisfiable");
+        assert_eq!(res.header("content-range"), Some("bytes */10"));
+    }
+
+    // If-Range with a stale validator: the whole file, 200.
+    let req = get_with(
+        "/web/static/digits.txt",
+        &["Range: bytes=0-1", "If-Range: \"stale\""],
+    );
+    let res = send(mock.addr, &req).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, b"0123456789");
+    // ...and with the current one, the range.
+    let if_range = format!("If-Range: {}", static_etag(&path, 10));
+    let req = get_with("/web/static/digits.txt", &["Range: bytes=0-1", &if_range]);
+    assert_eq!(send(mock.addr, &req).await.body, b"01");
+}
+
+#[tokio::test]
+async fn static_head_has_the_get_headers_and_no_body() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Larger than one socket write, so the file is streamed in pieces.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let path = write_file(dir.path(), "a/web/static/lib/big.js", &big);
+    let mock = start(prefork("head", 1).with_addons_paths([dir.path().join("a")])).await;
+
+    let req = "HEAD /web/static/lib/big.js HTTP/1.1\r\nHost: h\r\n\r\n";
+    let res = exactly_one_reply(mock.addr, req).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("content-length"), Some("300000"));
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        res.header("etag"),
+        Some(static_etag(&path, big.len()).as_str())
+    );
+
+    let res = exactly_one_reply(mock.addr, &get("/web/static/lib/big.js")).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body == big, "streamed body differs from the file");
+}
+
+#[tokio::test]
+async fn static_not_found_texts_match_odoo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(dir.path(), "a/web/static/src/app.js", b"x");
+    std::fs::create_dir_all(dir.path().join("a/web/static/src/dir")).expect("mkdir");
+    let mock = start(threaded("nf").with_addons_paths([dir.path().join("a")])).await;
+
+    let res = send(mock.addr, &get("/nope/static/src/app.js")).await;
+    assert_eq!(res.status, 404);
+    assert!(
+        res.text().contains("<p>Module \"nope\" not found.</p>"),
+        "{}",
+        res.text()
+    );
+
+    for (path, text) in [
+        (
+            "/web/static/src/missing.js",
+            "File \"src/missing.js\" not found in module web.",
+        ),
+        // A directory is not a file.
+        (
+            "/web/static/src/dir",
+            "File \"src/dir\" not found in module web.",
+        ),
+        // The name is percent-decoded before the lookup, as werkzeug does.
+        (
+            "/web/static/src/no%20such.js",
+            "File \"src/no such.js\" not found in module web.",
+        ),
+    ] {
+        let res = send(mock.addr, &get(path)).await;
+        assert_eq!(res.status, 404, "{path}");
+        assert!(res.text().contains(text), "{path}: {}", res.text());
+    }
+    assert_eq!(mock.stats.static_hits(), 4);
+}
+
+#[tokio::test]
+async fn first_addons_path_holding_the_file_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(dir.path(), "community/web/static/both.txt", b"community");
+    write_file(dir.path(), "enterprise/web/static/both.txt", b"enterprise");
+    write_file(
+        dir.path(),
+        "enterprise/web/static/only_second.txt",
+        b"second",
+    );
+    write_file(dir.path(), "enterprise/web_studio/static/s.txt", b"studio");
+    let roots = ["community", "enterprise"].map(|r| dir.path().join(r));
+    let mock = start(threaded("order").with_addons_paths(roots)).await;
+
+    for (path, body) in [
+        ("/web/static/both.txt", &b"community"[..]),
+        ("/web/static/only_second.txt", b"second"),
+        ("/web_studio/static/s.txt", b"studio"),
+    ] {
+        let res = send(mock.addr, &get(path)).await;
+        assert_eq!(res.status, 200, "{path}");
+        assert_eq!(res.body, body, "{path}");
+    }
+
+    // Reversed order: the other copy.
+    let roots = ["enterprise", "community"].map(|r| dir.path().join(r));
+    let mock = start(threaded("order2").with_addons_paths(roots)).await;
+    assert_eq!(
+        send(mock.addr, &get("/web/static/both.txt")).await.body,
+        b"enterprise"
+    );
+}
+
+#[tokio::test]
+async fn static_traversal_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_file(dir.path(), "secret.txt", b"TOP SECRET");
+    write_file(dir.path(), "a/web/static/ok.txt", b"ok");
+    write_file(dir.path(), "a/web/secret.txt", b"TOP SECRET");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        dir.path().join("secret.txt"),
+        dir.path().join("a/web/static/link.txt"),
+    )
+    .expect("symlink");
+    let mock = start(threaded("trav").with_addons_paths([dir.path().join("a")])).await;
+
+    let attacks = [
+        "/web/static/../secret.txt",
+        "/web/static/../../secret.txt",
+        "/web/static/%2e%2e/secret.txt",
+        "/web/static/%2E%2E%2F%2E%2E%2Fsecret.txt",
+        "/web/static/./ok.txt",
+        "/web/static//ok.txt",
+        "/web/static/..%5csecret.txt",
+        "/web/static/ok.txt%00",
+        "/web/static/lib/%2e%2e/%2e%2e/%2e%2e/secret.txt",
+        "/web/static/%2fetc%2fpasswd",
+        "/%2e%2e/static/secret.txt",
+        "/web/static/link.txt",
+    ];
+    for path in attacks {
+        let res = send(mock.addr, &get(path)).await;
+        assert_eq!(res.status, 404, "{path}");
+        assert!(!res.text().contains("TOP SECRET"), "{path} leaked");
+    }
+    assert_eq!(
+        send(mock.addr, &get("/web/static/ok.txt")).await.body,
+        b"ok"
+    );
+}
+
+#[tokio::test]
+async fn static_paths_echo_without_addons_but_are_counted() {
+    let mock = start(threaded("plain")).await;
+    let res = send(mock.addr, &get("/web/static/src/app.js")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.json()["path"], "/web/static/src/app.js");
+    // Not the static form: neither served nor counted.
+    send(mock.addr, &get("/web/statics/x")).await;
+    send(mock.addr, &get("/web/static/")).await;
+    assert_eq!(mock.stats.static_hits(), 1);
+    let json = send(mock.addr, &get("/__mock/stats")).await.json();
+    assert_eq!(json["static_hits"], 1);
+    assert_eq!(json["filestore_hits"], 0);
+}
+
+/// A filestore with one attachment for database `db`; returns (tempdir, id, file path).
+fn filestore_with(db: &str, content: &[u8]) -> (tempfile::TempDir, String, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = mock_odoo::store_attachment(dir.path(), db, content).expect("store attachment");
+    assert_eq!(id.len(), 40);
+    let path = write_file(dir.path(), &format!("{db}/{}/{id}", &id[..2]), content);
+    (dir, id, path)
+}
+
+#[tokio::test]
+async fn x_sendfile_reply_has_exactly_odoos_headers_and_no_body() {
+    let (fs, id, path) = filestore_with("prod", b"%PDF-1.4 attachment");
+    let mock = start(threaded("xs").with_x_sendfile(fs.path()).with_db("prod")).await;
+
+    let res = exactly_one_reply(mock.addr, &get(&format!("/web/content/{id}"))).await;
+    assert_eq!(res.status, 200);
+    assert!(res.body.is_empty());
+    let expected = [
+        ("content-length", "0".to_owned()),
+        ("content-type", "application/octet-stream".to_owned()),
+        ("content-disposition", format!("inline; filename={id}")),
+        ("etag", format!("\"{id}\"")),
+        ("last-modified", MTIME_HTTP.to_owned()),
+        ("cache-control", "no-cache, private".to_owned()),
+        ("x-sendfile", path.to_str().expect("UTF-8").to_owned()),
+        (
+            "x-accel-redirect",
+            format!("/web/filestore/prod/{}/{id}", &id[..2]),
+        ),
+        ("x-content-type-options", "nosniff".to_owned()),
+        ("content-security-policy", "default-src 'none'".to_owned()),
+        ("connection", "close".to_owned()),
+        ("server", "mock-odoo".to_owned()),
+        ("x-mock-node", "xs".to_owned()),
+    ];
+    for (name, value) in &expected {
+        assert_eq!(res.header(name), Some(value.as_str()), "{name}");
+    }
+    let mut names: Vec<String> = expected.iter().map(|(n, _)| n.to_string()).collect();
+    names.push("date".into());
+    names.sort_unstable();
+    assert_eq!(header_names(&res), names);
+
+    // HEAD: the same reply.
+    let head = format!("HEAD /web/content/{id} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    let res = exactly_one_reply(mock.addr, &head).await;
+    assert_eq!(res.header("content-length"), Some("0"));
+    assert!(res.header("x-accel-redirect").is_some());
+}
+
+#[tokio::test]
+async fn x_sendfile_range_is_206_with_content_range_and_no_body() {
+    let (fs, id, _) = filestore_with("odoo", b"0123456789abcdef");
+    let mock = start(threaded("xs206").with_x_sendfile(fs.path())).await;
+    let url = format!("/web/content/{id}");
+
+    let res = exactly_one_reply(mock.addr, &get_with(&url, &["Range: bytes=4-7"])).await;
+    assert_eq!(res.status, 206);
+    assert_eq!(res.header("content-range"), Some("bytes 4-7/16"));
+    assert_eq!(res.header("accept-ranges"), Some("bytes"));
+    assert_eq!(res.header("content-length"), Some("0"));
+    assert!(res.body.is_empty());
+    let accel = format!("/web/filestore/odoo/{}/{id}", &id[..2]);
+    assert_eq!(res.header("x-accel-redirect"), Some(accel.as_str()));
+    assert!(res.header("x-sendfile").is_some());
+
+    // Unsatisfiable: werkzeug's 416 page, no delegation.
+    let res = send(mock.addr, &get_with(&url, &["Range: bytes=16-"])).await;
+    assert_eq!(res.status, 416);
+    assert_eq!(res.header("content-range"), Some("bytes */16"));
+    assert_eq!(res.header("x-accel-redirect"), None);
+}
+
+#[tokio::test]
+async fn x_sendfile_not_modified_is_a_bare_304() {
+    let (fs, id, _) = filestore_with("odoo", b"cached attachment");
+    let mock = start(threaded("xs304").with_x_sendfile(fs.path())).await;
+    let url = format!("/web/content/{id}");
+    let inm = format!("If-None-Match: \"{id}\"");
+
+    let res = exactly_one_reply(mock.addr, &get_with(&url, &[&inm])).await;
+    assert_eq!(res.status, 304);
+    assert!(res.body.is_empty());
+    for gone in [
+        "x-sendfile",
+        "x-accel-redirect",
+        "content-length",
+        "content-type",
+        "last-modified",
+    ] {
+        assert_eq!(res.header(gone), None, "{gone} on a 304");
+    }
+    assert_eq!(res.header("etag"), Some(format!("\"{id}\"").as_str()));
+    assert_eq!(res.header("cache-control"), Some("no-cache, private"));
+
+    // `*` matches too; another tag does not.
+    let res = send(mock.addr, &get_with(&url, &["If-None-Match: *"])).await;
+    assert_eq!(res.status, 304);
+    let res = send(mock.addr, &get_with(&url, &["If-None-Match: \"other\""])).await;
+    assert_eq!(res.status, 200);
+    assert!(res.header("x-accel-redirect").is_some());
+}
+
+#[tokio::test]
+async fn x_sendfile_finds_the_legacy_three_hex_layout() {
+    let fs = tempfile::tempdir().expect("tempdir");
+    let id = "abcdef0123456789abcdef0123456789abcdef01";
+    let legacy = write_file(fs.path(), &format!("odoo/abc/{id}"), b"legacy");
+    let mock = start(threaded("legacy").with_x_sendfile(fs.path())).await;
+
+    let res = exactly_one_reply(mock.addr, &get(&format!("/web/content/{id}"))).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("x-accel-redirect"),
+        Some(format!("/web/filestore/odoo/abc/{id}").as_str())
+    );
+    assert_eq!(res.header("x-sendfile"), legacy.to_str());
+
+    // The two-hex layout wins when both exist.
+    write_file(fs.path(), &format!("odoo/ab/{id}"), b"current");
+    let res = send(mock.addr, &get(&format!("/web/content/{id}"))).await;
+    assert_eq!(
+        res.header("x-accel-redirect"),
+        Some(format!("/web/filestore/odoo/ab/{id}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn content_knobs_download_unique_mimetype_filename_cookie() {
+    let (fs, id, _) = filestore_with("odoo", b"knobs");
+    let mock = start(threaded("knobs").with_x_sendfile(fs.path())).await;
+
+    let res = send(mock.addr, &get(&format!("/web/content/{id}?download=1"))).await;
+    assert_eq!(
+        res.header("content-disposition"),
+        Some(format!("attachment; filename={id}").as_str())
+    );
+
+    let res = send(mock.addr, &get(&format!("/web/content/{id}?unique=1a2b3c"))).await;
+    assert_eq!(
+        res.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert!(res.header("expires").is_some());
+
+    let path = format!("/web/content/{id}/My%20Report.pdf?mimetype=application%2Fpdf");
+    let res = send(mock.addr, &get(&path)).await;
+    assert_eq!(res.header("content-type"), Some("application/pdf"));
+    assert_eq!(
+        res.header("content-disposition"),
+        Some("inline; filename=\"My Report.pdf\"")
+    );
+    // Text types get werkzeug's charset.
+    let res = send(
+        mock.addr,
+        &get(&format!("/web/content/{id}?mimetype=text/plain")),
+    )
+    .await;
+    assert_eq!(
+        res.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    let res = send(mock.addr, &get(&format!("/web/content/{id}?mock_cookie=1"))).await;
+    let cookie = res.header("set-cookie").expect("Set-Cookie");
+    assert!(cookie.starts_with("session_id=") && cookie.ends_with("; HttpOnly; Path=/"));
+    assert!(res.header("x-accel-redirect").is_some());
+    let res = send(mock.addr, &get(&format!("/web/content/{id}"))).await;
+    assert_eq!(res.header("set-cookie"), None);
+}
+
+#[tokio::test]
+async fn mock_accel_sends_exactly_the_given_target() {
+    let (fs, id, _) = filestore_with("odoo", b"accel");
+    let mock = start(threaded("accel").with_x_sendfile(fs.path())).await;
+
+    for (knob, target) in [
+        (
+            "%2Fweb%2Ffilestore%2F..%2F..%2Fetc%2Fpasswd",
+            "/web/filestore/../../etc/passwd",
+        ),
+        (
+            "/web/filestore/odoo/zz/missing",
+            "/web/filestore/odoo/zz/missing",
+        ),
+        ("not-a-path", "not-a-path"),
+        ("/elsewhere/x", "/elsewhere/x"),
+    ] {
+        let url = format!("/web/content/{id}?mock_accel={knob}");
+        let res = exactly_one_reply(mock.addr, &get(&url)).await;
+        assert_eq!(res.status, 200, "{knob}");
+        assert_eq!(res.header("x-accel-redirect"), Some(target), "{knob}");
+        assert_eq!(res.header("content-length"), Some("0"));
+        assert!(res.body.is_empty());
+    }
+    // A knob cannot inject header lines.
+    let url = format!("/web/content/{id}?mock_accel=%2Fx%0D%0AX-Evil:%201");
+    let res = send(mock.addr, &get(&url)).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.header("x-evil"), None);
+}
+
+#[tokio::test]
+async fn web_filestore_reaching_odoo_is_404_and_counted() {
+    let (fs, _, _) = filestore_with("odoo", b"x");
+    let mock = start(threaded("bad-accel").with_x_sendfile(fs.path())).await;
+    for path in [
+        "/web/filestore/odoo/ab/abcdef",
+        "/web/filestore/../etc/passwd",
+    ] {
+        let res = send(mock.addr, &get(path)).await;
+        assert_eq!(res.status, 404, "{path}");
+    }
+    assert_eq!(mock.stats.filestore_hits(), 2);
+    let json = send(mock.addr, &get("/__mock/stats")).await.json();
+    assert_eq!(json["filestore_hits"], 2);
+
+    // Without x_sendfile Odoo's route still answers 404 (without the error log).
+    let plain = start(threaded("plain")).await;
+    assert_eq!(
+        send(plain.addr, &get("/web/filestore/odoo/ab/cd"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(plain.stats.filestore_hits(), 1);
+}
+
+#[tokio::test]
+async fn unknown_attachment_is_404() {
+    let (fs, id, _) = filestore_with("odoo", b"known");
+    let mock = start(threaded("unknown").with_x_sendfile(fs.path())).await;
+    let upper = id.to_uppercase();
+    for path in [
+        "/web/content/0000000000000000000000000000000000000000".to_owned(),
+        "/web/content/42".to_owned(),
+        format!("/web/content/{upper}"),
+        format!("/web/content/{}", &id[..39]),
+        "/web/content/".to_owned(),
+    ] {
+        let res = send(mock.addr, &get(&path)).await;
+        assert_eq!(res.status, 404, "{path}");
+        assert_eq!(res.header("x-accel-redirect"), None);
+    }
+    // Another database's filestore is not searched.
+    let other = start(
+        threaded("otherdb")
+            .with_x_sendfile(fs.path())
+            .with_db("other"),
+    )
+    .await;
+    assert_eq!(
+        send(other.addr, &get(&format!("/web/content/{id}")))
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn without_x_sendfile_the_attachment_bytes_are_served() {
+    let content = b"the attachment itself";
+    let (fs, id, _) = filestore_with("odoo", content);
+    let mock = start(prefork("bytes", 1).with_filestore(fs.path())).await;
+    let url = format!("/web/content/{id}");
+
+    let res = exactly_one_reply(mock.addr, &get(&url)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, content);
+    assert_eq!(
+        res.header("content-length"),
+        Some(content.len().to_string().as_str())
+    );
+    assert_eq!(res.header("x-sendfile"), None);
+    assert_eq!(res.header("x-accel-redirect"), None);
+    assert_eq!(res.header("etag"), Some(format!("\"{id}\"").as_str()));
+
+    let res = exactly_one_reply(mock.addr, &get_with(&url, &["Range: bytes=4-13"])).await;
+    assert_eq!(res.status, 206);
+    assert_eq!(res.body, b"attachment");
+    assert_eq!(res.header("content-range"), Some("bytes 4-13/21"));
+
+    // mock_accel means nothing without x_sendfile.
+    let res = send(mock.addr, &get(&format!("{url}?mock_accel=/x"))).await;
+    assert_eq!(res.header("x-accel-redirect"), None);
+    assert_eq!(res.body, content);
+}
+
+#[tokio::test]
+async fn web_content_still_echoes_on_nodes_without_a_filestore() {
+    let mock = start(threaded("echo-content")).await;
+    let res = send(mock.addr, &get("/web/content/42?mock_size=10")).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body, &PATTERN[..10]);
 }

@@ -1,6 +1,7 @@
 //! `mock-odoo`: runs one fake Odoo node (see `odoo_edge::mock_odoo`) until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -42,6 +43,21 @@ struct Args {
     /// Fail every request: garbage, reset, close or hang.
     #[arg(long)]
     fail: Option<Fail>,
+    /// An addons directory for /<module>/static/<path>; repeat it or separate with commas,
+    /// in Odoo's addons_path order (the first holding the file wins).
+    #[arg(long = "addons-path", value_name = "DIR", value_delimiter = ',')]
+    addons_paths: Vec<PathBuf>,
+    /// The filestore root (Odoo's <data_dir>/filestore): /web/content/<sha> serves
+    /// <DIR>/<db>/<sha[:2]>/<sha> (or the legacy <sha[:3]>/<sha>).
+    #[arg(long, value_name = "DIR")]
+    filestore: Option<PathBuf>,
+    /// Odoo 16+'s x_sendfile: /web/content replies carry X-Sendfile and X-Accel-Redirect
+    /// with no body.
+    #[arg(long, requires = "filestore")]
+    x_sendfile: bool,
+    /// Database name: the filestore subdirectory and part of X-Accel-Redirect.
+    #[arg(long, value_name = "NAME", default_value = "odoo")]
+    db: String,
 }
 
 #[tokio::main]
@@ -56,7 +72,16 @@ async fn main() -> ExitCode {
         .with_latency(args.latency)
         .with_limit_time_real(args.limit_time_real)
         .with_db_up(!args.db_down)
-        .with_fail(args.fail);
+        .with_fail(args.fail)
+        .with_addons_paths(args.addons_paths)
+        .with_db(args.db);
+    if let Some(filestore) = args.filestore {
+        cfg = if args.x_sendfile {
+            cfg.with_x_sendfile(filestore)
+        } else {
+            cfg.with_filestore(filestore)
+        };
+    }
     if args.threaded {
         cfg = cfg.with_mode(Mode::Threaded);
     } else if let Some(workers) = args.workers {

@@ -4,13 +4,14 @@
 //! Odoo's werkzeug server does (HTTP/1.0 replies, silent closes, RSTs, garbage) and count
 //! exactly what arrived.
 
-use std::io;
+use std::io::{self, SeekFrom};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Odoo's `DEFAULT_MAX_CONTENT_LENGTH` (128 MiB); larger bodies get 413.
@@ -80,7 +81,7 @@ pub(crate) struct BodyDigest {
     pub sha256: [u8; 32],
 }
 
-/// One reply; `Pattern(n)` is `n` bytes of [`PATTERN`], streamed.
+/// One reply; `Pattern(n)` is `n` bytes of [`PATTERN`], streamed; `File` is streamed from disk.
 #[derive(Debug)]
 pub(crate) struct Reply {
     pub status: u16,
@@ -88,11 +89,18 @@ pub(crate) struct Reply {
     pub body: ReplyBody,
 }
 
-/// A reply body: bytes in memory, or a streamed run of [`PATTERN`].
+/// A reply body: bytes in memory, a streamed run of [`PATTERN`], or a slice of a file.
 #[derive(Debug)]
 pub(crate) enum ReplyBody {
     Bytes(Vec<u8>),
     Pattern(u64),
+    /// `len` bytes of the file at `path` from offset `start`, read only when written, so a
+    /// HEAD or a big static file costs no memory.
+    File {
+        path: PathBuf,
+        start: u64,
+        len: u64,
+    },
 }
 
 /// One accepted connection with its read-ahead buffer.
@@ -123,6 +131,12 @@ impl Head {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == key).then_some(v)
         })
+    }
+
+    /// A query parameter percent-decoded (lossily as UTF-8), as a controller receives it.
+    pub fn query_decoded(&self, key: &str) -> Option<String> {
+        let raw = self.query_param(key)?;
+        Some(String::from_utf8_lossy(&percent_decode(raw, true)).into_owned())
     }
 
     /// The first value of a header (name in lowercase).
@@ -228,6 +242,7 @@ impl Reply {
         match &self.body {
             ReplyBody::Bytes(b) => b.len() as u64,
             ReplyBody::Pattern(n) => *n,
+            ReplyBody::File { len, .. } => *len,
         }
     }
 }
@@ -411,9 +426,10 @@ impl Conn {
         for (name, value) in &reply.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        // 1xx, 204 and 304 replies never carry a body (RFC 9110 §6.4.1).
+        // 1xx, 204 and 304 replies never carry a body (RFC 9110 §6.4.1). A 304 gets no
+        // Content-Length either: werkzeug drops it, and 0 would misstate the stored entity.
         let bodyless = status < 200 || status == 204 || status == 304;
-        if status != 204 && status >= 200 {
+        if !bodyless {
             head.push_str(&format!("Content-Length: {len}\r\n"));
         }
         if close {
@@ -434,6 +450,22 @@ impl Conn {
                     let n = left.min(WRITE_CHUNK as u64) as usize;
                     self.stream.write_all(&PATTERN_CHUNK[..n]).await?;
                     left -= n as u64;
+                }
+            }
+            ReplyBody::File { path, start, len } => {
+                // Opened before the head is sent, so a vanished file closes the connection
+                // with nothing written rather than with a truncated reply.
+                let mut file = tokio::fs::File::open(&path).await?;
+                file.seek(SeekFrom::Start(start)).await?;
+                self.stream.write_all(&out).await?;
+                let sent = tokio::io::copy(&mut file.take(len), &mut self.stream).await?;
+                if sent < len {
+                    // The file shrank after its size was announced: the only honest end
+                    // is to close short of Content-Length.
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being served",
+                    ));
                 }
             }
         }
@@ -480,4 +512,88 @@ pub(crate) fn http_date(time: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only format [`http_date`]
+/// writes and the one clients send back; other formats give `None` (header ignored).
+pub(crate) fn parse_http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = value.split_ascii_whitespace();
+    let (_weekday, day, month, year, time, zone) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if parts.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
+        return None;
+    }
+    let number = |s: &str| -> Option<i64> {
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let day = number(day).filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let year = number(year)?;
+    let mut hms = time.split(':');
+    let (h, m, s) = (
+        number(hms.next()?).filter(|h| *h < 24)?,
+        number(hms.next()?).filter(|m| *m < 60)?,
+        number(hms.next()?).filter(|s| *s < 61)?,
+    );
+    if hms.next().is_some() {
+        return None;
+    }
+    // Days since 1970-01-01 (Howard Hinnant's `days_from_civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + s).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Decodes `%XX` escapes (and `+` as a space in query strings, as werkzeug's `url_decode`
+/// does); a `%` not followed by two hex digits is kept as is.
+pub(crate) fn percent_decode(s: &str, plus_as_space: bool) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        let decoded = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match decoded {
+            Some((hi, lo)) => {
+                // Two hex digits make a value below 256.
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            None => {
+                out.push(if plus_as_space && bytes[i] == b'+' {
+                    b' '
+                } else {
+                    bytes[i]
+                });
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether `value` can go into a header line as is: no control characters (so no CR/LF
+/// injection through a knob).
+pub(crate) fn is_header_safe(value: &str) -> bool {
+    !value.chars().any(char::is_control)
 }

@@ -7,17 +7,26 @@
 //!   reproduce Odoo's two server models (prefork workers or one task per connection).
 //! * `http`: reading a request and writing a reply on the raw socket (httparse).
 //! * `routes`: health, echo, control endpoints and the `mock_*` knobs for one request.
+//! * `static_files`: `/<module>/static/<path>` from the addons paths.
+//! * `filestore`: `/web/content/<id>` from the filestore, with X-Sendfile/X-Accel-Redirect,
+//!   and the misrouted `/web/filestore/...`; its docs state the fixture convention.
+//! * `stream`: Odoo's `Stream.get_response` (werkzeug `send_file`): file headers, 304, 206.
 //! * `websocket`: Odoo's handshake checks and an echo session.
 //! * `stats`: counters tests read, and the runtime [`Fail`] switch.
 //!
 //! # Request knobs (query string)
 //! `mock_sleep=<ms>`, `mock_status=<code>`, `mock_size=<bytes>` (body of [`PATTERN`] bytes),
-//! `mock_fail=garbage|reset|close|hang|none`, `mock_cookie=1`. Control endpoints:
+//! `mock_fail=garbage|reset|close|hang|none`, `mock_cookie=1`. On `/web/content/<id>` with a
+//! filestore: `mimetype`, `download`, `unique`, `mock_cookie`, `mock_accel` (see
+//! `filestore`); `mock_status` and `mock_size` do not apply there. Control endpoints:
 //! `GET /__mock/stats` and `GET /__mock/fail?mode=<mode|none>`.
 
+mod filestore;
 mod http;
 mod routes;
+mod static_files;
 mod stats;
+mod stream;
 mod websocket;
 
 #[cfg(test)]
@@ -25,6 +34,7 @@ mod tests;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument as _, debug, debug_span, info_span, warn};
 
+pub use filestore::store_attachment;
 pub use http::PATTERN;
 pub use stats::{Fail, Stats, UnknownFail};
 
@@ -87,6 +98,18 @@ pub struct MockConfig {
     pub db_up: bool,
     /// Failure applied to every request from the start (see [`Stats::set_fail`]).
     pub fail: Option<Fail>,
+    /// Odoo's `addons_path`, in order: `/<module>/static/<path>` is served from the first
+    /// one holding the file. Empty: static paths are echoed like any other request.
+    pub addons_paths: Vec<PathBuf>,
+    /// Odoo 16+'s `x_sendfile`: `/web/content/<id>` answers with `X-Sendfile` and
+    /// `X-Accel-Redirect` and no body. Needs [`MockConfig::filestore`].
+    pub x_sendfile: bool,
+    /// The filestore root, Odoo's `<data_dir>/filestore`; attachments live under
+    /// `<filestore>/<db_name>/`. `None`: `/web/content/...` is echoed.
+    pub filestore: Option<PathBuf>,
+    /// The database name, i.e. the filestore subdirectory and the second segment of
+    /// `X-Accel-Redirect: /web/filestore/<db>/...`.
+    pub db_name: String,
 }
 
 /// A running mock node. Dropping it, or [`MockHandle::shutdown`], stops it.
@@ -169,6 +192,10 @@ impl MockConfig {
             limit_time_real: None,
             db_up: true,
             fail: None,
+            addons_paths: Vec::new(),
+            x_sendfile: false,
+            filestore: None,
+            db_name: "odoo".to_owned(),
         }
     }
 
@@ -207,6 +234,46 @@ impl MockConfig {
         self.fail = fail;
         self
     }
+
+    /// Sets the addons paths, in Odoo's `addons_path` order (the first holding a file wins).
+    pub fn with_addons_paths<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        self.addons_paths = paths.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Serves `/web/content/<id>` from this filestore root (Odoo's `<data_dir>/filestore`)
+    /// by sending the bytes itself, as Odoo does without `x_sendfile`.
+    pub fn with_filestore(mut self, filestore_root: impl Into<PathBuf>) -> Self {
+        self.filestore = Some(filestore_root.into());
+        self
+    }
+
+    /// Turns `x_sendfile` on with this filestore root: `/web/content/<id>` replies carry
+    /// `X-Sendfile` and `X-Accel-Redirect` and `Content-Length: 0`.
+    pub fn with_x_sendfile(mut self, filestore_root: impl Into<PathBuf>) -> Self {
+        self.x_sendfile = true;
+        self.filestore = Some(filestore_root.into());
+        self
+    }
+
+    /// Sets the database name (default `odoo`).
+    pub fn with_db(mut self, db_name: impl Into<String>) -> Self {
+        self.db_name = db_name.into();
+        self
+    }
+
+    /// Makes the paths absolute, as Odoo does with `addons_path` and `data_dir`: the
+    /// `X-Sendfile` value and the static ETag are computed from absolute paths.
+    fn absolutize(mut self) -> Self {
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        self.addons_paths = self.addons_paths.into_iter().map(absolute).collect();
+        self.filestore = self.filestore.map(absolute);
+        self
+    }
 }
 
 // === impl MockHandle ===
@@ -241,6 +308,7 @@ pub async fn spawn(listener: TcpListener, cfg: MockConfig) -> MockHandle {
     let addr = listener
         .local_addr()
         .expect("a bound listener has a local address");
+    let cfg = cfg.absolutize();
     let stats = Arc::new(Stats::new(&cfg.name, cfg.fail));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alive, done) = mpsc::channel(1);

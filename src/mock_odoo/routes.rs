@@ -1,5 +1,5 @@
-//! What the mock answers to one parsed request: health, websocket, control, echo, and the
-//! `mock_*` knobs that make it slow or broken.
+//! What the mock answers to one parsed request: health, websocket, static files, filestore
+//! attachments, control, echo, and the `mock_*` knobs that make it slow or broken.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
@@ -12,7 +12,7 @@ use tracing::{debug, error, warn};
 
 use super::http::{BodyDigest, Conn, Framing, Head, MAX_BODY, ReadError, Reply, ReplyBody};
 use super::stats::Fail;
-use super::{Mode, Node, Role, websocket};
+use super::{Mode, Node, Role, filestore, static_files, websocket};
 
 /// Odoo's session cookie lifetime (`SESSION_LIFETIME`, 7 days).
 const SESSION_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -105,6 +105,11 @@ pub(crate) async fn serve(node: &Node, conn: &mut Conn, head: Head) -> Next {
         }
     } else if path == "/web/health" || path == "/websocket/health" {
         health(node, &head)
+    } else if let Some(reply) = static_files::serve(node, &head)
+        .or_else(|| filestore::misrouted(node, &head))
+        .or_else(|| filestore::content(node, &head))
+    {
+        with_cookie_knob(reply, &head)
     } else {
         echo(node, conn, &head, &body)
     };
@@ -251,6 +256,16 @@ fn echo(node: &Node, conn: &Conn, head: &Head, body: &BodyDigest) -> Reply {
         reply = reply.with_header("Set-Cookie", session_cookie());
     }
     reply
+}
+
+/// `mock_cookie=1`: the reply sets a fresh `session_id`, as Odoo does when it rotates or
+/// saves a dirty session.
+fn with_cookie_knob(reply: Reply, head: &Head) -> Reply {
+    if head.query_param("mock_cookie") == Some("1") {
+        reply.with_header("Set-Cookie", session_cookie())
+    } else {
+        reply
+    }
 }
 
 /// What Odoo with `proxy_mode = True` sees: werkzeug's ProxyFix (one hop trusted) runs only

@@ -89,6 +89,8 @@ pub struct Stats {
     max_in_flight: AtomicUsize,
     read_timeouts: AtomicU64,
     websockets_open: AtomicUsize,
+    static_hits: AtomicU64,
+    filestore_hits: AtomicU64,
     /// Keyed by `X-Mock-Request-Id`; a mutex is fine, tests send few distinct ids.
     seen: Mutex<HashMap<String, usize>>,
     /// `Option<Fail>` packed by `Fail::encode` so connection tasks read it lock-free.
@@ -108,6 +110,8 @@ impl Stats {
             max_in_flight: AtomicUsize::new(0),
             read_timeouts: AtomicU64::new(0),
             websockets_open: AtomicUsize::new(0),
+            static_hits: AtomicU64::new(0),
+            filestore_hits: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
             fail: AtomicU8::new(Fail::encode(fail)),
         }
@@ -148,6 +152,19 @@ impl Stats {
         self.websockets_open.load(Ordering::SeqCst)
     }
 
+    /// Requests for `/<module>/static/<path>` that reached the node, whatever the answer
+    /// (file, 304, 404) and even with no addons path configured: a test of the edge reads
+    /// it to see whether a static request fell back to Odoo.
+    pub fn static_hits(&self) -> u64 {
+        self.static_hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests for `/web/filestore/...` that reached the node. A correct edge serves that
+    /// location internally and never forwards it, so a test expects 0.
+    pub fn filestore_hits(&self) -> u64 {
+        self.filestore_hits.load(Ordering::SeqCst)
+    }
+
     /// The failure applied to every request, if any.
     pub fn fail(&self) -> Option<Fail> {
         Fail::decode(self.fail.load(Ordering::SeqCst))
@@ -168,6 +185,8 @@ impl Stats {
             "max_in_flight": self.max_in_flight(),
             "read_timeouts": self.read_timeouts(),
             "websockets_open": self.websockets_open(),
+            "static_hits": self.static_hits(),
+            "filestore_hits": self.filestore_hits(),
             "fail": self.fail().map(Fail::as_str),
             "seen": self.seen_map().clone(),
         })
@@ -194,6 +213,16 @@ impl Stats {
         if let Some(id) = request_id {
             *self.seen_map().entry(id.to_owned()).or_insert(0) += 1;
         }
+    }
+
+    /// Counts a request for a module's static file.
+    pub(crate) fn count_static_hit(&self) {
+        self.static_hits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a request for `/web/filestore/...`.
+    pub(crate) fn count_filestore_hit(&self) {
+        self.filestore_hits.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Marks a request in flight until the guard drops, whatever path ends it.

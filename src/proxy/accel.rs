@@ -212,7 +212,7 @@ mod tests {
         for bad in [
             format!("/web/filestore/odoo/3f/{SHA}/"),
             format!("/web/filestore/../3f/{SHA}"),
-            format!("/web/filestore/odoo/../../etc/passwd"),
+            "/web/filestore/odoo/../../etc/passwd".to_owned(),
             format!("/web/filestore/odoo/3f/../{SHA}"),
             format!("/web/filestore/odoo/ab/{SHA}"),
             format!("/web/filestore/odoo/3F/{}", SHA.to_uppercase()),
@@ -221,7 +221,7 @@ mod tests {
             format!("/web/filestore/odoo%2f..%2f/3f/{SHA}"),
             format!("/web/filestore//odoo/3f/{SHA}"),
             format!("/web/content/odoo/3f/{SHA}"),
-            format!("/etc/passwd"),
+            "/etc/passwd".to_owned(),
             format!("web/filestore/odoo/3f/{SHA}"),
             format!("/web/filestore/.hidden/3f/{SHA}"),
             format!("/web/filestore/odoo/3f/{SHA}\\..\\x"),
