@@ -510,3 +510,33 @@ async fn a_bad_addons_path_is_a_config_error_with_its_line() {
         "{shown}"
     );
 }
+
+#[tokio::test]
+async fn a_file_only_odoo_has_is_fetched_from_odoo() {
+    let addons = Addons::new();
+    // Odoo's own addons path has a module the edge does not know.
+    let odoo_addons = tempfile::tempdir().expect("temp dir");
+    let only_odoo = odoo_addons.path().join("website/static/src/site.css");
+    std::fs::create_dir_all(only_odoo.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&only_odoo, b"body { color: #714b67 }").expect("write");
+    let cluster = Cluster::builder()
+        .node(
+            odoo_edge::mock_odoo::MockConfig::new("web1", odoo_edge::mock_odoo::Role::Interactive)
+                .with_addons_paths([odoo_addons.path()]),
+        )
+        .config(&addons.config(""))
+        .start()
+        .await;
+    let r = request(cluster.edge, "GET", "/website/static/src/site.css", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"body { color: #714b67 }");
+    assert_eq!(
+        cluster.node("web1").stats.static_hits(),
+        1,
+        "Odoo served it"
+    );
+    // A file the edge has never reaches Odoo.
+    request(cluster.edge, "GET", "/web/static/src/app.js", "").await;
+    assert_eq!(cluster.node("web1").stats.static_hits(), 1);
+    cluster.shutdown().await;
+}
