@@ -12,14 +12,15 @@
 //! ```text
 //! client ─► listener (ClientIo: idle/head/send timeouts, hyper HTTP/1.1)
 //!        ─► proxy::handle
-//!             ├─ router::route(path) ─► Bus | Interactive
 //!             ├─ static_files           GET/HEAD /<module>/static/<path> from the addons paths
 //!             │                           (missing → on to Odoo; unsafe → 404)
+//!             ├─ router::route(path) ─► Bus | Interactive
 //!             ├─ websocket upgrade? ─► proxy::websocket ─► 101 ─► proxy::tunnel (splice)
 //!             ├─ proxy::body::collect   whole body: memory, then spool file; 413 over the cap
 //!             ├─ proxy::headers         X-Forwarded-*, hop-by-hop
 //!             ├─ pool::Pool::candidates round robin; refused → next; replay only GET/HEAD
 //!             ├─ upstream::Endpoint     connect (or reuse a kept-alive connection), send
+//!             ├─ proxy::accel           X-Accel-Redirect reply → stream the filestore file itself
 //!             └─ proxy::reply           drain the node at its pace, feed the client at its own
 //! ```
 //!
@@ -33,7 +34,7 @@
 //! * `config`: the TOML file (`file`), its rules (`validate`), the runtime [`Config`].
 //! * `listener`: bind, accept, serve connections; client-side timeouts.
 //! * `router`: path → route; pure.
-//! * `proxy`: the request phases; `body`, `headers`, `reply`, `websocket`, `tunnel`.
+//! * `proxy`: the request phases; `body`, `headers`, `reply`, `accel`, `websocket`, `tunnel`.
 //! * `pool`: nodes by role, round robin.
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.

@@ -11,7 +11,8 @@
 //!    from the node as fast as it comes ([`reply`]).
 //!
 //! Static module assets are answered before step 1 ([`crate::static_files`]);
-//! X-Accel-Redirect (later) slots in after step 4; health and admission control live behind
+//! an X-Accel-Redirect reply is turned into the filestore file in step 5
+//! ([`accel`]); health and admission control live behind
 //! [`crate::pool::Pool::candidates`].
 
 pub mod accel;
