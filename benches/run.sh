@@ -6,6 +6,12 @@
 #   get   small GET, wrk --latency
 #   post  2 KB JSON-RPC POST (benches/post2k.lua)
 #   ws    idle websocket memory (benches/wsidle.rs)
+#   static20k  GET a 20 KB static .png (odoo-edge [static] vs nginx root/try_files)
+#   staticjs   GET a 200 KB static .js with Accept-Encoding: gzip
+#   accel1m    GET /web/content/<id>: the node answers X-Accel-Redirect, the
+#              proxy serves the 1 MiB attachment from the filestore
+#   bigaccel   one curl of a 1 GiB X-Accel attachment per proxy, sampling the
+#              proxy's VmRSS every 100 ms
 #
 # Every proxy run uses a fresh proxy process (so its peak RSS is its own);
 # the mock nodes live for the whole run. Raw outputs, logs and configs go to
@@ -39,6 +45,9 @@ BUILD=${BUILD:-1}                 # 0: use the binaries already in target/releas
 PROFILE=${PROFILE:-0}             # 1: then profile both proxies under the small GET with perf
 PROFILE_SECONDS=${PROFILE_SECONDS:-8}
 EDGE_LOG=${EDGE_LOG:-info}        # RUST_LOG for odoo-edge
+NGINX_SENDFILE=${NGINX_SENDFILE:-on} # nginx sendfile (Debian's nginx.conf: on)
+BIG_SIZE_MIB=${BIG_SIZE_MIB:-1024} # size of the bigaccel attachment (sparse file)
+BIG_RATES=${BIG_RATES-"max 128M"} # bigaccel: one curl per rate (curl --limit-rate; max: none)
 OUT=${OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)}
 
 die() {
@@ -66,9 +75,19 @@ check_int EDGE_THREADS "$EDGE_THREADS" 0 64
 check_int NGINX_WORKERS "$NGINX_WORKERS" 1 64
 check_int NOFILE "$NOFILE" 1024 1048576
 check_int PROFILE_SECONDS "$PROFILE_SECONDS" 1 120
-for s in $SCENARIOS; do
-  [[ $s == get || $s == post || $s == ws ]] || die "SCENARIOS: unknown scenario $s (get, post, ws)"
+check_int BIG_SIZE_MIB "$BIG_SIZE_MIB" 1 16384
+[[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "NGINX_SENDFILE=$NGINX_SENDFILE: on or off"
+for r in $BIG_RATES; do
+  [[ $r == max || $r =~ ^[0-9]+[KMG]?$ ]] || die "BIG_RATES: $r is not max or a curl --limit-rate value"
 done
+[[ -n $BIG_RATES ]] || die "BIG_RATES is empty"
+for s in $SCENARIOS; do
+  case $s in
+    get | post | ws | static20k | staticjs | accel1m | bigaccel) ;;
+    *) die "SCENARIOS: unknown scenario $s (get, post, ws, static20k, staticjs, accel1m, bigaccel)" ;;
+  esac
+done
+is_files() { [[ $1 == static20k || $1 == staticjs || $1 == accel1m || $1 == bigaccel ]]; }
 
 WEB1_PORT=$((PORT_BASE + 69))
 WEB2_PORT=$((PORT_BASE + 70))
@@ -77,7 +96,7 @@ EDGE_PORT=$((PORT_BASE + 80))
 NGINX_PORT=$((PORT_BASE + 81))
 CLK_TCK=$(getconf CLK_TCK)
 
-for tool in wrk curl pgrep awk; do
+for tool in wrk curl pgrep awk sha256sum gzip truncate; do
   command -v "$tool" >/dev/null || die "$tool not found; run benches/setup.sh"
 done
 NGINX_BIN=$(command -v nginx || true)
@@ -163,6 +182,7 @@ cleanup() {
     fi
   done
   rm -f "$OUT/ws.fifo"
+  [[ -n ${BIG_FILE:-} ]] && rm -f "$BIG_FILE"
   if ((rc != 0)); then
     log "exit status $rc; partial outputs in $OUT"
   fi
@@ -262,6 +282,55 @@ done
 } >"$OUT/env.txt"
 sed 's/^/  /' "$OUT/env.txt" >&2
 
+# --- fixtures for the static-file and X-Accel scenarios ----------------------------------------
+# Generated per run under $OUT/fixtures (not committed). The filestore follows
+# mock_odoo::store_attachment: <filestore>/<db>/<id[:2]>/<id>, id = 40 lowercase
+# hex (here the first 40 hex digits of the file's sha256; the mock never checks).
+FIX=$OUT/fixtures
+ADDONS=$FIX/addons
+FILESTORE=$FIX/filestore
+PNG_PATH=/web/static/src/img/banner.png
+JS_PATH=/web/static/src/js/app.js
+PNG_FILE=$ADDONS$PNG_PATH
+JS_FILE=$ADDONS$JS_PATH
+make_fixtures() {
+  local tmp id
+  mkdir -p "$(dirname "$PNG_FILE")" "$(dirname "$JS_FILE")" "$FILESTORE/odoo"
+  # 20 KB "PNG": the PNG signature, then random bytes (incompressible, like a real PNG)
+  { printf '\x89PNG\r\n\x1a\n'; head -c $((20480 - 8)) /dev/urandom; } >"$PNG_FILE"
+  # 200 KB of JavaScript: varied Odoo-like module lines, so gzip gets a realistic ratio
+  awk 'BEGIN {
+    for (i = 0; i < 4000; i++) {
+      printf "odoo.define(\"web.module_%d\", [\"@odoo/owl\", \"@web/core/registry\"], function (require) {\n", i
+      printf "    \"use strict\";\n    const { Component, useState } = require(\"@odoo/owl\");\n"
+      printf "    class Widget%d extends Component {\n        setup() { this.state = useState({ count: %d, name: \"w%x\" }); }\n", i, i * 7, i * 31
+      printf "        onClick(ev) { this.state.count += %d; this.env.services.rpc(\"/web/dataset/call_kw/res.partner/read\", { ids: [%d] }); }\n    }\n", i % 13 + 1, i
+      printf "    registry.category(\"fields\").add(\"widget_%d\", Widget%d);\n    return Widget%d;\n});\n", i, i, i
+    } }' >"$JS_FILE.full" # ~1.6 MB, cut below (head in a pipe would SIGPIPE awk)
+  head -c 204800 "$JS_FILE.full" >"$JS_FILE"
+  rm -f "$JS_FILE.full"
+  [[ $(stat -c %s "$PNG_FILE") == 20480 && $(stat -c %s "$JS_FILE") == 204800 ]] || die "static fixtures have the wrong size"
+  tmp=$FILESTORE/attachment.tmp
+  head -c 1048576 /dev/urandom >"$tmp"
+  id=$(sha256sum "$tmp" | cut -c1-40)
+  mkdir -p "$FILESTORE/odoo/${id:0:2}"
+  ATTACH_FILE=$FILESTORE/odoo/${id:0:2}/$id
+  mv "$tmp" "$ATTACH_FILE"
+  ACCEL_PATH=/web/content/$id
+  BIG_PATH="" BIG_FILE=""
+  if [[ " $SCENARIOS " == *" bigaccel "* ]]; then
+    # sparse: no disk blocks, but every byte is read like a real file's
+    id=$(printf 'bigaccel-%s' "$BIG_SIZE_MIB" | sha256sum | cut -c1-40)
+    mkdir -p "$FILESTORE/odoo/${id:0:2}"
+    BIG_FILE=$FILESTORE/odoo/${id:0:2}/$id
+    truncate -s "${BIG_SIZE_MIB}M" "$BIG_FILE"
+    printf 'odoo-edge bigaccel fixture\n' | dd of="$BIG_FILE" conv=notrunc status=none
+    BIG_PATH=/web/content/$id
+  fi
+}
+make_fixtures
+log "fixtures: $PNG_FILE (20480 B), $JS_FILE (204800 B), $ATTACH_FILE (1 MiB)${BIG_FILE:+, $BIG_FILE ($BIG_SIZE_MIB MiB, sparse)}"
+
 # --- mock nodes ------------------------------------------------------------------------------
 for port in "$WEB1_PORT" "$WEB2_PORT" "$BUS_PORT" "$EDGE_PORT" "$NGINX_PORT"; do
   if port_in_use "$port"; then
@@ -286,26 +355,37 @@ mocks_alive() {
     kill -0 "$pid" 2>/dev/null || die "a mock node (pid $pid) died; see $OUT/logs/mock-*.log"
   done
 }
-log "starting mock nodes (web1, web2: prefork $MOCK_WORKERS workers; bus: gevent, threaded)"
-start_mock web1 interactive "$WEB1_PORT" --workers "$MOCK_WORKERS"
-start_mock web2 interactive "$WEB2_PORT" --workers "$MOCK_WORKERS"
+log "starting mock nodes (web1, web2: prefork $MOCK_WORKERS workers, --x-sendfile; bus: gevent, threaded)"
+# --x-sendfile: /web/content/<id> answers X-Accel-Redirect: /web/filestore/odoo/<xx>/<id>
+# with an empty body, like Odoo 16+ with x_sendfile = True; other paths are unaffected.
+start_mock web1 interactive "$WEB1_PORT" --workers "$MOCK_WORKERS" --x-sendfile --filestore "$FILESTORE"
+start_mock web2 interactive "$WEB2_PORT" --workers "$MOCK_WORKERS" --x-sendfile --filestore "$FILESTORE"
 start_mock bus gevent "$BUS_PORT" --threaded
 
 # --- proxies --------------------------------------------------------------------------------------
-render() { # template output [WORKER_CONNECTIONS]
-  sed -e "s|@RUN_DIR@|$OUT|g" -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line]
+  local frag=${4:-}
+  if [[ -n $frag ]]; then
+    sed -e "/^@FILES@\$/{r $frag" -e 'd' -e '}' "$1"
+  else
+    sed -e '/^@FILES@$/d' "$1"
+  fi | sed -e "s|@RUN_DIR@|$OUT|g" -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
     -e "s|@WEB1_PORT@|$WEB1_PORT|g" -e "s|@WEB2_PORT@|$WEB2_PORT|g" -e "s|@BUS_PORT@|$BUS_PORT|g" \
     -e "s|@MOCK_WORKERS@|$MOCK_WORKERS|g" -e "s|@EDGE_THREADS@|$EDGE_THREADS|g" \
     -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" -e "s|@NOFILE@|$nofile|g" \
-    -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" "$1" >"$2"
+    -e "s|@NGINX_SENDFILE@|$NGINX_SENDFILE|g" -e "s|@ADDONS@|$ADDONS|g" -e "s|@FILESTORE@|$FILESTORE|g" \
+    -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" >"$2"
   if grep -q '@[A-Z_]*@' "$2"; then
     die "unfilled placeholder in $2"
   fi
 }
 
 render "$HERE/edge.toml.template" "$OUT/edge.toml"
-"$EDGE_BIN" check -c "$OUT/edge.toml" >"$OUT/logs/edge-check.txt" 2>&1 ||
-  die "odoo-edge check failed: $(cat "$OUT/logs/edge-check.txt")"
+render "$HERE/edge.toml.template" "$OUT/edge-files.toml" "" "$HERE/files.edge.template"
+for conf in edge edge-files; do
+  "$EDGE_BIN" check -c "$OUT/$conf.toml" >"$OUT/logs/$conf-check.txt" 2>&1 ||
+    die "odoo-edge check -c $conf.toml failed: $(cat "$OUT/logs/$conf-check.txt")"
+done
 # nginx: 1024 connections for the HTTP scenarios, enough for the websockets in ws.
 render "$HERE/nginx.conf.template" "$OUT/nginx-http.conf" 1024
 # nginx needs a little more than two connection slots per websocket (with
@@ -313,7 +393,8 @@ render "$HERE/nginx.conf.template" "$OUT/nginx-http.conf" 1024
 ws_slots=$((4 * WS_COUNT + 1024))
 ((ws_slots > nofile - 64)) && ws_slots=$((nofile - 64))
 render "$HERE/nginx.conf.template" "$OUT/nginx-ws.conf" "$ws_slots"
-for conf in nginx-http nginx-ws; do
+render "$HERE/nginx.conf.template" "$OUT/nginx-files.conf" 1024 "$HERE/files.nginx.template"
+for conf in nginx-http nginx-ws nginx-files; do
   "$NGINX_BIN" -t -q -c "$OUT/$conf.conf" -p "$OUT" -e "$OUT/logs/nginx-error.log" -g 'daemon off;' \
     >"$OUT/logs/$conf-test.txt" 2>&1 || die "nginx -t failed: $(cat "$OUT/logs/$conf-test.txt")"
 done
@@ -321,12 +402,13 @@ done
 PROXY_PID=""   # the process we started (edge, or nginx master)
 PROXY_PIDS=()  # what to measure (edge; nginx master + workers)
 
-start_proxy() { # edge|nginx conf-kind(http|ws)
-  local which=$1 kind=$2 port i
+start_proxy() { # edge|nginx conf-kind(http|ws|files)
+  local which=$1 kind=$2 port i conf=edge
+  [[ $kind == files ]] && conf=edge-files
   case $which in
     edge)
       port=$EDGE_PORT
-      RUST_LOG=$EDGE_LOG setsid "$EDGE_BIN" run -c "$OUT/edge.toml" >>"$OUT/logs/edge.log" 2>&1 &
+      RUST_LOG=$EDGE_LOG setsid "$EDGE_BIN" run -c "$OUT/$conf.toml" >>"$OUT/logs/edge.log" 2>&1 &
       PROXY_PID=$!
       ;;
     nginx)
@@ -414,10 +496,75 @@ sanity() { # edge|nginx
   stop_proxy "$which"
 }
 
+# One GET of a static/X-Accel scenario's URL through the running proxy; its
+# reply must be 200 and, once decoded, byte-for-byte the fixture (staticjs:
+# Content-Encoding gzip, since only gzip is accepted). Prints "ok <bytes on the
+# wire>" or "FAIL <reason>"; keeps the headers in $OUT/raw/.
+check_file() { # scenario base-url tag
+  local scen=$1 base=$2 tag=$3 path file hdr body code size ae=() enc
+  case $scen in
+    static20k) path=$PNG_PATH file=$PNG_FILE ;;
+    staticjs) path=$JS_PATH file=$JS_FILE ae=(-H 'Accept-Encoding: gzip') ;;
+    accel1m) path=$ACCEL_PATH file=$ATTACH_FILE ;;
+  esac
+  hdr=$OUT/raw/check-$tag.headers
+  body=$OUT/raw/check-$tag.body
+  read -r code size < <(curl -s -m 20 "${ae[@]}" -D "$hdr" -o "$body" -w '%{http_code} %{size_download}\n' \
+    "$base$path" || echo "000 0")
+  enc=$(awk -F': *' 'tolower($1) == "content-encoding" { gsub(/\r/, "", $2); print $2 }' "$hdr" 2>/dev/null)
+  if [[ $code != 200 ]]; then
+    echo "FAIL HTTP $code"
+  elif [[ $scen == staticjs ]]; then
+    if [[ $enc != gzip ]]; then
+      echo "FAIL Content-Encoding '${enc:-none}' (wanted gzip)"
+    elif ! gzip -dc <"$body" | cmp -s - "$file"; then
+      echo "FAIL gzip body does not decode to the fixture"
+    else
+      echo "ok $size"
+    fi
+  elif [[ -n $enc ]]; then
+    echo "FAIL unexpected Content-Encoding $enc"
+  elif ! cmp -s "$body" "$file"; then
+    echo "FAIL body of $size bytes differs from the $(stat -c %s "$file")-byte fixture"
+  else
+    echo "ok $size"
+  fi
+  rm -f "$body"
+}
+
+# Once per proxy before the static/X-Accel scenarios: every URL checked, and
+# the reply headers kept, including Accept-Encoding: gzip, br on the .js.
+files_sanity() { # edge|nginx
+  local which=$1 base scen res out msg=""
+  start_proxy "$which" files
+  base="http://127.0.0.1:$PROXY_PORT"
+  out=$OUT/raw/files-headers-$which.txt
+  : >"$out"
+  for scen in static20k staticjs accel1m; do
+    res=$(check_file "$scen" "$base" "sanity-$scen-$which")
+    { echo "== $scen: $res"; cat "$OUT/raw/check-sanity-$scen-$which.headers"; } >>"$out"
+    [[ $res == ok* ]] || log "WARNING: $which $scen: $res (headers in $out)"
+    msg+=" $scen=${res}"
+  done
+  { echo "== staticjs with Accept-Encoding: gzip, br"
+    curl -s -m 20 -H 'Accept-Encoding: gzip, br' -D - -o /dev/null -w 'bytes on the wire: %{size_download}\n' \
+      "$base$JS_PATH" || true
+    echo "== static20k, second GET with If-None-Match from the first"
+    local etag
+    etag=$(awk -F': *' 'tolower($1) == "etag" { gsub(/\r/, "", $2); print $2 }' "$OUT/raw/check-sanity-static20k-$which.headers")
+    curl -s -m 20 ${etag:+-H "If-None-Match: $etag"} -D - -o /dev/null "$base$PNG_PATH" || true
+  } >>"$out"
+  msg+=" staticjs(gzip, br)=$(awk 'tolower($1) == "content-encoding:" { gsub(/\r/, "", $2); print $2 }' "$out" | tail -n 1)"
+  log "files sanity $which:$msg"
+  stop_proxy "$which"
+}
+
 # --- scenarios -----------------------------------------------------------------------------
 RUNS=$OUT/runs.tsv
 WSRUNS=$OUT/ws.tsv
-printf 'scenario\tproxy\tround\treq_s\tp50_ms\tp99_ms\trequests\tsocket_errors\tnon2xx\tcpu_ticks\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\tcpu_pct\thwm_kib\trss_kib\tbusy_pct\tsteal_pct\tload1\n' >"$RUNS"
+BIGRUNS=$OUT/big.tsv
+printf 'scenario\tproxy\tround\treq_s\tp50_ms\tp99_ms\trequests\tsocket_errors\tnon2xx\tcpu_ticks\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\tcpu_pct\thwm_kib\trss_kib\tbusy_pct\tsteal_pct\tload1\tcheck\treply_bytes\n' >"$RUNS"
+printf 'proxy\tround\trate\tcode\tbytes\tseconds\tmib_s\trss_before_kib\trss_max_kib\trss_after_kib\tgrowth_kib\thwm_kib\tcpu_ms\tsamples\n' >"$BIGRUNS"
 printf 'proxy\tround\trequested\tok\tfailed\trss_before_kib\trss_after_kib\tkib_per_ws\thwm_kib\topen_s\tstill_open\n' >"$WSRUNS"
 
 parse_wrk() { # file -> "req_s p50_ms p99_ms requests socket_errors non2xx"
@@ -443,17 +590,28 @@ wrk_args() { # scenario -> wrk arguments after the common ones
   case $1 in
     get) echo "$GET_PATH" ;;
     post) echo "/web/dataset/call_kw" ;;
+    static20k) echo "$PNG_PATH" ;;
+    staticjs) echo "$JS_PATH" ;;
+    accel1m) echo "$ACCEL_PATH" ;;
   esac
 }
 
 run_wrk() { # scenario proxy round
   local scen=$1 which=$2 round=$3 path raw base lua=() t0 t1 m0 m1 hwm rss fields
   local rps p50 p99 req errs non2xx ticks cpu_us user_us sys_us cpu_pct busy steal load1
+  local kind=http check="" reply_bytes=""
   path=$(wrk_args "$scen")
   [[ $scen == post ]] && lua=(-s "$HERE/post2k.lua")
+  [[ $scen == staticjs ]] && lua=(-H 'Accept-Encoding: gzip')
+  is_files "$scen" && kind=files
   raw=$OUT/raw/$scen-$which-$round.txt
-  start_proxy "$which" http
+  start_proxy "$which" "$kind"
   base="http://127.0.0.1:$PROXY_PORT"
+  if [[ $kind == files ]]; then
+    read -r check reply_bytes <<<"$(check_file "$scen" "$base" "$scen-$which-$round")"
+    [[ $check == ok ]] || log "WARNING: $scen through $which, round $round: $check $reply_bytes"
+    [[ $check == ok ]] || { check="FAIL"; reply_bytes=""; }
+  fi
   if ((WARMUP > 0)); then
     run_bounded $((WARMUP + 30)) "$OUT/raw/$scen-$which-$round-warmup.txt" \
       wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${lua[@]}" "$base$path" ||
@@ -481,13 +639,65 @@ run_wrk() { # scenario proxy round
       us = 1e6 / hz / r
       printf "%.2f %.2f %.2f %.1f %.1f %.1f %d\n", t * us, u * us, s * us, t / hz / d * 100,
         (b[1] - a[1]) / tot * 100, (b[3] - a[3]) / tot * 100, t }')"
-  fields=("$scen" "$which" "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$non2xx" "$ticks" "$cpu_us" "$user_us" "$sys_us" "$cpu_pct" "$hwm" "$rss" "$busy" "$steal" "$load1")
+  fields=("$scen" "$which" "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$non2xx" "$ticks" "$cpu_us" "$user_us" "$sys_us" "$cpu_pct" "$hwm" "$rss" "$busy" "$steal" "$load1" "${check:--}" "${reply_bytes:--}")
   (IFS=$'\t'; echo "${fields[*]}") >>"$RUNS"
-  log "$(printf '%-4s %-5s round %d: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f us/req (%5.1f%% of a core)  peak RSS %6.1f MiB  errors %d non-2xx %d' \
+  log "$(printf '%-9s %-5s round %d: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f us/req (%5.1f%% of a core)  peak RSS %6.1f MiB  errors %d non-2xx %d' \
     "$scen" "$which" "$round" "$rps" "$p50" "$p99" "$cpu_us" "$cpu_pct" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" "$errs" "$non2xx")"
   if ((errs + non2xx > 0)); then
     log "WARNING: $which had $errs socket errors and $non2xx non-2xx replies; see $raw and $OUT/logs/"
   fi
+}
+
+# bigaccel: one curl of the BIG_SIZE_MIB attachment (X-Accel) per rate in
+# BIG_RATES through a fresh proxy, to /dev/null, sampling the proxy's VmRSS
+# (nginx: master + worker) every 100 ms.
+run_big() { # proxy round
+  local which=$1 round=$2 base rate raw pid before max after rss hwm n t0 t1 i rc lim
+  local code bytes secs speed cpu_ms
+  start_proxy "$which" files
+  base="http://127.0.0.1:$PROXY_PORT"
+  sleep 1
+  for rate in $BIG_RATES; do
+    raw=$OUT/raw/bigaccel-$which-$round-$rate.txt
+    lim=()
+    [[ $rate == max ]] || lim=(--limit-rate "$rate")
+    before=$(status_kib VmRSS "${PROXY_PIDS[@]}")
+    max=$before
+    n=0
+    t0=$(cpu_ticks "${PROXY_PIDS[@]}")
+    timeout -k 5 600 curl -s -m 590 "${lim[@]}" -o /dev/null \
+      -w '%{http_code} %{size_download} %{time_total} %{speed_download}\n' "$base$BIG_PATH" >"$raw" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    for ((i = 0; i < 6200; i++)); do # 620 s at most; curl is bounded by 600 s
+      kill -0 "$pid" 2>/dev/null || break
+      rss=$(status_kib VmRSS "${PROXY_PIDS[@]}")
+      ((rss > max)) && max=$rss
+      n=$((n + 1))
+      sleep 0.1
+    done
+    rc=0
+    wait "$pid" || rc=$?
+    forget "$pid"
+    t1=$(cpu_ticks "${PROXY_PIDS[@]}")
+    sleep 0.5
+    after=$(status_kib VmRSS "${PROXY_PIDS[@]}")
+    hwm=$(status_kib VmHWM "${PROXY_PIDS[@]}")
+    read -r code bytes secs speed <<<"$(tail -n 1 "$raw")"
+    cpu_ms=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN { split(a, x, " "); split(b, y, " ");
+      printf "%.0f", (y[1] + y[2] - x[1] - x[2]) * 1000 / hz }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$which" "$round" "$rate" "${code:-000}" \
+      "${bytes:-0}" "${secs:-0}" "$(awk -v v="${speed:-0}" 'BEGIN { printf "%.0f", v / 1048576 }')" \
+      "$before" "$max" "$after" $((max - before)) "$hwm" "$cpu_ms" "$n" >>"$BIGRUNS"
+    log "$(printf 'bigaccel  %-5s round %d rate %-4s: HTTP %s, %s bytes in %ss; RSS %.1f MiB before, max %.1f MiB during (+%.1f MiB), %d samples; CPU %s ms' \
+      "$which" "$round" "$rate" "${code:-000}" "${bytes:-0}" "${secs:-?}" "$(awk -v k="$before" 'BEGIN { print k / 1024 }')" \
+      "$(awk -v k="$max" 'BEGIN { print k / 1024 }')" "$(awk -v k=$((max - before)) 'BEGIN { print k / 1024 }')" "$n" "$cpu_ms")"
+    if [[ $rc != 0 || $code != 200 || $bytes != $((BIG_SIZE_MIB * 1048576)) ]]; then
+      log "WARNING: bigaccel through $which: curl status $rc, HTTP ${code:-?}, ${bytes:-0} bytes (wanted $((BIG_SIZE_MIB * 1048576)))"
+    fi
+  done
+  proxy_alive "$which"
+  stop_proxy "$which"
 }
 
 run_ws() { # proxy round
@@ -651,9 +861,26 @@ profile() {
 log "sanity checks"
 sanity edge
 sanity nginx
+for scen in $SCENARIOS; do
+  if is_files "$scen"; then
+    files_sanity edge
+    files_sanity nginx
+    break
+  fi
+done
 
 for scen in $SCENARIOS; do
-  if [[ $scen == ws ]]; then
+  if [[ $scen == bigaccel ]]; then
+    log "scenario bigaccel: one curl of a $BIG_SIZE_MIB MiB X-Accel attachment per rate ($BIG_RATES), $ROUNDS round(s)"
+    # read it once first, so the first proxy does not pay for filling the page cache
+    timeout 120 cat "$BIG_FILE" >/dev/null || log "could not pre-read $BIG_FILE (ignored)"
+    for ((r = 1; r <= ROUNDS; r++)); do
+      run_big edge "$r"
+      sleep 1
+      run_big nginx "$r"
+      sleep 1
+    done
+  elif [[ $scen == ws ]]; then
     log "scenario ws: $WS_COUNT idle websockets, $WS_ROUNDS round(s)"
     for ((r = 1; r <= WS_ROUNDS; r++)); do
       run_ws edge "$r"
@@ -700,16 +927,21 @@ summarize() {
   echo "# odoo-edge vs nginx: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   sed 's/^/    /' "$OUT/env.txt"
-  for scen in get post; do
+  for scen in get post static20k staticjs accel1m; do
     [[ " $SCENARIOS " == *" $scen "* ]] || continue
+    local extra=""
     case $scen in
       get) title="Small GET (\`GET $GET_PATH\`)" ;;
       post) title="2 KB JSON-RPC POST (\`POST /web/dataset/call_kw\`, 2,048-byte body)" ;;
+      static20k) title="static20k: 20 KB static file (\`GET $PNG_PATH\`)" ;;
+      staticjs) title="staticjs: 200 KB JavaScript, gzip accepted (\`GET $JS_PATH\`, \`Accept-Encoding: gzip\`)"
+        extra=" -H 'Accept-Encoding: gzip'" ;;
+      accel1m) title="accel1m: 1 MiB attachment through X-Accel-Redirect (\`GET /web/content/<id>\`)" ;;
     esac
     echo
     echo "## $title"
     echo
-    echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency, ${ROUNDS} round(s) per proxy, alternated; median of the rounds."
+    echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency$extra, ${ROUNDS} round(s) per proxy, alternated; median of the rounds."
     echo
     echo "| metric | odoo-edge | nginx | edge/nginx | target |"
     echo "|---|---:|---:|---:|---|"
@@ -736,6 +968,13 @@ summarize() {
     e=$(col "$RUNS" "$scen" edge non2xx | awk '{ s += $1 } END { print s + 0 }')
     n=$(col "$RUNS" "$scen" nginx non2xx | awk '{ s += $1 } END { print s + 0 }')
     echo "| non-2xx replies (sum of rounds) | $e | $n | | |"
+    if is_files "$scen"; then
+      e=$(col "$RUNS" "$scen" edge check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+      n=$(col "$RUNS" "$scen" nginx check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+      echo "| reply check before each run (200, body = fixture) | $e | $n | | |"
+      e=$(col "$RUNS" "$scen" edge reply_bytes | grep -v '^-$' | median); n=$(col "$RUNS" "$scen" nginx reply_bytes | grep -v '^-$' | median)
+      echo "| bytes per reply on the wire (body) | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | $(ratio "$e" "$n") | |"
+    fi
     echo
     echo "Every run, in order:"
     echo
@@ -745,6 +984,36 @@ summarize() {
       printf "| %s | %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.0f | %.1f | %.0f | %.1f | %s |\n",
         $3, ($2 == "edge" ? "odoo-edge" : $2), $4, $5, $6, $11, $12, $13, $14, $15 / 1024, $17, $18, $19 }' "$RUNS"
   done
+  if [[ " $SCENARIOS " == *" bigaccel "* ]]; then
+    echo
+    echo "## bigaccel: RSS while serving a $BIG_SIZE_MIB MiB attachment through X-Accel-Redirect"
+    echo
+    echo "One \`curl -o /dev/null\` per rate (${BIG_RATES}; max = no --limit-rate) through a fresh proxy, ${ROUNDS} round(s) per proxy, alternated; proxy VmRSS (nginx: master + worker) sampled every 100 ms. Target: growth ≤ 4 MiB (\"no more than a few MiB\")."
+    echo
+    echo "| rate | metric | odoo-edge | nginx | target |"
+    echo "|---|---|---:|---:|---|"
+    local rate ge gn bcol
+    bcol() { awk -F'\t' -v p="$1" -v r="$2" -v c="$3" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == c) k = i; next }
+      $1 == p && $3 == r { print $k }' "$BIGRUNS"; }
+    for rate in $BIG_RATES; do
+      e=$(bcol edge "$rate" rss_before_kib | median); n=$(bcol nginx "$rate" rss_before_kib | median)
+      echo "| $rate | RSS before (MiB) | $(fmt "$(awk -v k="$e" 'BEGIN { print k / 1024 }')" %.1f) | $(fmt "$(awk -v k="$n" 'BEGIN { print k / 1024 }')" %.1f) | |"
+      e=$(bcol edge "$rate" rss_max_kib | median); n=$(bcol nginx "$rate" rss_max_kib | median)
+      echo "| $rate | max RSS during (MiB) | $(fmt "$(awk -v k="$e" 'BEGIN { print k / 1024 }')" %.1f) | $(fmt "$(awk -v k="$n" 'BEGIN { print k / 1024 }')" %.1f) | |"
+      ge=$(bcol edge "$rate" growth_kib | sort -g | tail -n 1); gn=$(bcol nginx "$rate" growth_kib | sort -g | tail -n 1)
+      echo "| $rate | growth, worst round (MiB) | $(fmt "$(awk -v k="$ge" 'BEGIN { print k / 1024 }')" %.2f) | $(fmt "$(awk -v k="$gn" 'BEGIN { print k / 1024 }')" %.2f) | edge ≤ 4 MiB: $(verdict "$(awk -v k="${ge:-nan}" 'BEGIN { if (k == "nan") print "n/a"; else printf "%.3f", k / 1024 }')" '<=' 4) |"
+      e=$(bcol edge "$rate" mib_s | median); n=$(bcol nginx "$rate" mib_s | median)
+      echo "| $rate | curl speed (MiB/s) | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | |"
+      e=$(bcol edge "$rate" cpu_ms | median); n=$(bcol nginx "$rate" cpu_ms | median)
+      echo "| $rate | proxy CPU for the whole download (ms) | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | |"
+    done
+    echo
+    echo "| round | proxy | rate | HTTP | bytes | seconds | MiB/s | RSS before MiB | max RSS MiB | growth MiB | VmHWM MiB | CPU ms | samples |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' 'NR > 1 {
+      printf "| %s | %s | %s | %s | %s | %s | %s | %.1f | %.1f | %.2f | %.1f | %s | %s |\n",
+        $2, ($1 == "edge" ? "odoo-edge" : $1), $3, $4, $5, $6, $7, $8 / 1024, $9 / 1024, $11 / 1024, $12 / 1024, $13, $14 }' "$BIGRUNS"
+  fi
   if [[ " $SCENARIOS " == *" ws "* ]]; then
     echo
     echo "## Idle websockets (\`GET /websocket\` upgrades held open, no frames)"
