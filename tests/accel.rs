@@ -5,69 +5,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use common::Cluster;
+use common::{Cluster, fetch};
 use odoo_edge::mock_odoo::{MockConfig, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const SHA: &str = "3f786850e387550fdab836ed7e6dc881de23001b";
 const LEGACY: &str = "9a0364b9e99bb480dd25e1f0284c8555b2f9f2c1";
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-FILESTORE";
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the edge");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: erp.example.com\r\nConnection: close\r\n{extra}\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("reply in time")
-        .expect("read reply");
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        other => panic!(
-            "bad reply head ({other:?}): {:?}",
-            String::from_utf8_lossy(&raw)
-        ),
-    };
-    Reply {
-        status: parsed.code.expect("status"),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: raw[head_len..].to_vec(),
-    }
-}
 
 /// A filestore with one attachment in each layout, and a secret beside it.
 fn filestore() -> (tempfile::TempDir, Vec<u8>) {
@@ -105,7 +50,7 @@ async fn start(root: &Path, configured: bool) -> Cluster {
 async fn the_edge_streams_the_attachment_with_odoos_headers_and_no_internal_ones() {
     let (dir, data) = filestore();
     let cluster = start(dir.path(), true).await;
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         &format!("/web/content/{SHA}?mimetype=application/pdf&download=1"),
@@ -131,7 +76,7 @@ async fn the_edge_streams_the_attachment_with_odoos_headers_and_no_internal_ones
     assert_eq!(r.header("x-sendfile"), None, "a server path must not leak");
     assert_eq!(r.header("x-accel-redirect"), None);
 
-    let legacy = request(cluster.edge, "GET", &format!("/web/content/{LEGACY}"), "").await;
+    let legacy = fetch(cluster.edge, "GET", &format!("/web/content/{LEGACY}"), "").await;
     assert_eq!(legacy.status, 200);
     assert_eq!(legacy.body, b"legacy layout attachment");
     cluster.shutdown().await;
@@ -143,7 +88,7 @@ async fn the_clients_range_and_conditions_are_applied_by_the_edge() {
     let cluster = start(dir.path(), true).await;
     let path = format!("/web/content/{SHA}");
 
-    let r = request(cluster.edge, "GET", &path, "Range: bytes=1000-1999\r\n").await;
+    let r = fetch(cluster.edge, "GET", &path, "Range: bytes=1000-1999\r\n").await;
     assert_eq!(r.status, 206);
     assert_eq!(
         r.header("content-range"),
@@ -151,11 +96,11 @@ async fn the_clients_range_and_conditions_are_applied_by_the_edge() {
     );
     assert_eq!(r.body, &data[1000..2000]);
 
-    let r = request(cluster.edge, "GET", &path, "Range: bytes=99999999-\r\n").await;
+    let r = fetch(cluster.edge, "GET", &path, "Range: bytes=99999999-\r\n").await;
     assert_eq!(r.status, 416);
 
     // Odoo itself answers a matching If-None-Match with a bare 304: relayed as is.
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         &path,
@@ -165,7 +110,7 @@ async fn the_clients_range_and_conditions_are_applied_by_the_edge() {
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
 
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         &path,
@@ -175,7 +120,7 @@ async fn the_clients_range_and_conditions_are_applied_by_the_edge() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), data.len());
 
-    let r = request(cluster.edge, "HEAD", &path, "").await;
+    let r = fetch(cluster.edge, "HEAD", &path, "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(&*data.len().to_string()));
     assert!(r.body.is_empty());
@@ -199,7 +144,7 @@ async fn bad_targets_are_a_502_and_never_serve_a_byte_outside() {
     ];
     for target in &targets {
         let encoded: String = target.bytes().map(|b| format!("%{b:02X}")).collect();
-        let r = request(
+        let r = fetch(
             cluster.edge,
             "GET",
             &format!("/web/content/{SHA}?mock_accel={encoded}"),
@@ -214,7 +159,7 @@ async fn bad_targets_are_a_502_and_never_serve_a_byte_outside() {
     }
     // Well shaped, but no such file: 404.
     let missing = "0".repeat(40);
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         &format!("/web/content/{SHA}?mock_accel=/web/filestore/odoo/00/{missing}"),
@@ -229,7 +174,7 @@ async fn bad_targets_are_a_502_and_never_serve_a_byte_outside() {
 async fn without_a_configured_filestore_an_accel_reply_is_a_502() {
     let (dir, _) = filestore();
     let cluster = start(dir.path(), false).await;
-    let r = request(cluster.edge, "GET", &format!("/web/content/{SHA}"), "").await;
+    let r = fetch(cluster.edge, "GET", &format!("/web/content/{SHA}"), "").await;
     assert_eq!(r.status, 502);
     assert_eq!(r.header("x-sendfile"), None);
     cluster.shutdown().await;

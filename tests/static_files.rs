@@ -6,102 +6,13 @@
 mod common;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use common::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use common::{Cluster, fetch};
 
 const SECRET: &str = "TOP-SECRET-OUTSIDE-THE-ROOTS";
 
 /// A reply read to the connection's close.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends `GET path` (or another method) with extra header lines; reads to close.
-async fn request(addr: SocketAddr, method: &str, path: &str, extra: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the edge");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: erp.example.com\r\nConnection: close\r\n{extra}\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.expect("send");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("reply in time")
-        .expect("read reply");
-    let mut slots = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let head_len = match parsed.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        other => panic!(
-            "bad reply head ({other:?}): {:?}",
-            String::from_utf8_lossy(&raw)
-        ),
-    };
-    let headers: Vec<(String, String)> = parsed
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let status = parsed.code.expect("status");
-    let mut body = raw[head_len..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for _ in 0..100_000 {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&data[..line_end])
-                .expect("ascii")
-                .trim(),
-            16,
-        )
-        .expect("hex size");
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
-    panic!("too many chunks")
-}
-
 /// Two addons paths, Odoo-shaped, plus a secret file outside them.
 struct Addons {
     dir: tempfile::TempDir,
@@ -192,7 +103,7 @@ async fn start(addons: &Addons, extra: &str) -> Cluster {
 async fn a_static_file_is_served_from_the_first_addons_path_with_odoos_headers() {
     let addons = Addons::new();
     let cluster = start(&addons, "").await;
-    let reply = request(cluster.edge, "GET", "/web/static/src/app.js", "").await;
+    let reply = fetch(cluster.edge, "GET", "/web/static/src/app.js", "").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, addons.file("addons1/web/static/src/app.js"));
     assert_eq!(reply.header("content-type"), Some("text/javascript"));
@@ -210,7 +121,7 @@ async fn a_static_file_is_served_from_the_first_addons_path_with_odoos_headers()
         "CSP only on images"
     );
 
-    let png = request(cluster.edge, "GET", "/web/static/img/logo.png", "").await;
+    let png = fetch(cluster.edge, "GET", "/web/static/img/logo.png", "").await;
     assert_eq!(png.status, 200);
     assert_eq!(png.header("content-type"), Some("image/png"));
     assert_eq!(
@@ -220,7 +131,7 @@ async fn a_static_file_is_served_from_the_first_addons_path_with_odoos_headers()
     assert_eq!(png.body, addons.file("addons1/web/static/img/logo.png"));
 
     // A module only in the second path.
-    let sale = request(cluster.edge, "GET", "/sale/static/src/sale.txt", "").await;
+    let sale = fetch(cluster.edge, "GET", "/sale/static/src/sale.txt", "").await;
     assert_eq!(sale.body, b"sale module text\n");
     assert_eq!(
         cluster.mock_connections(),
@@ -234,11 +145,11 @@ async fn a_static_file_is_served_from_the_first_addons_path_with_odoos_headers()
 async fn conditional_range_and_head_requests() {
     let addons = Addons::new();
     let cluster = start(&addons, "").await;
-    let full = request(cluster.edge, "GET", "/web/static/src/app.js", "").await;
+    let full = fetch(cluster.edge, "GET", "/web/static/src/app.js", "").await;
     let etag = full.header("etag").expect("etag").to_owned();
     let last_modified = full.header("last-modified").expect("date").to_owned();
 
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -247,7 +158,7 @@ async fn conditional_range_and_head_requests() {
     .await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -255,7 +166,7 @@ async fn conditional_range_and_head_requests() {
     )
     .await;
     assert_eq!(r.status, 304);
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -265,7 +176,7 @@ async fn conditional_range_and_head_requests() {
     assert_eq!(r.status, 200);
 
     let disk = addons.file("addons1/web/static/src/app.js");
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -278,7 +189,7 @@ async fn conditional_range_and_head_requests() {
         Some(&*format!("bytes 100-199/{}", disk.len()))
     );
     assert_eq!(r.body, &disk[100..200]);
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -286,7 +197,7 @@ async fn conditional_range_and_head_requests() {
     )
     .await;
     assert_eq!(r.body, &disk[disk.len() - 10..]);
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -299,7 +210,7 @@ async fn conditional_range_and_head_requests() {
         Some(&*format!("bytes */{}", disk.len()))
     );
 
-    let r = request(cluster.edge, "HEAD", "/web/static/src/app.js", "").await;
+    let r = fetch(cluster.edge, "HEAD", "/web/static/src/app.js", "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), Some(&*disk.len().to_string()));
     assert!(r.body.is_empty());
@@ -312,7 +223,7 @@ async fn compressed_forms_decode_to_the_original_bytes() {
     let cluster = start(&addons, "").await;
     let disk = addons.file("addons1/web/static/src/app.js");
 
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -330,7 +241,7 @@ async fn compressed_forms_decode_to_the_original_bytes() {
         .expect("valid brotli");
     assert_eq!(decoded, disk);
 
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -344,7 +255,7 @@ async fn compressed_forms_decode_to_the_original_bytes() {
         .expect("valid gzip");
     assert_eq!(decoded, disk);
 
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/src/app.js",
@@ -356,7 +267,7 @@ async fn compressed_forms_decode_to_the_original_bytes() {
 
     // The shipped .gz sibling is served for gzip clients.
     let css = addons.file("addons1/web/static/pre.css");
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/pre.css",
@@ -378,10 +289,10 @@ async fn a_file_larger_than_the_cache_limit_streams_from_disk() {
     let addons = Addons::new();
     let cluster = start(&addons, "").await;
     let disk = addons.file("addons1/web/static/big.bin");
-    let r = request(cluster.edge, "GET", "/web/static/big.bin", "").await;
+    let r = fetch(cluster.edge, "GET", "/web/static/big.bin", "").await;
     assert_eq!(r.status, 200);
     assert!(r.body == disk, "streamed bytes differ from the file");
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "GET",
         "/web/static/big.bin",
@@ -397,7 +308,7 @@ async fn a_file_larger_than_the_cache_limit_streams_from_disk() {
 async fn a_missing_file_goes_to_odoo_unchanged() {
     let addons = Addons::new();
     let cluster = start(&addons, "").await;
-    let r = request(cluster.edge, "GET", "/web/static/src/missing.js?v=1", "").await;
+    let r = fetch(cluster.edge, "GET", "/web/static/src/missing.js?v=1", "").await;
     assert_eq!(r.status, 200);
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("\"node\":\"web1\""), "{text}");
@@ -406,7 +317,7 @@ async fn a_missing_file_goes_to_odoo_unchanged() {
         "{text}"
     );
     // Other methods on static paths go to Odoo too.
-    let r = request(
+    let r = fetch(
         cluster.edge,
         "POST",
         "/web/static/src/app.js",
@@ -422,21 +333,21 @@ async fn symlinks_are_refused_unless_allowed_and_never_outside() {
     let addons = Addons::new();
     let cluster = start(&addons, "").await;
     assert_eq!(
-        request(cluster.edge, "GET", "/web/static/alias.js", "")
+        fetch(cluster.edge, "GET", "/web/static/alias.js", "")
             .await
             .status,
         404
     );
-    let r = request(cluster.edge, "GET", "/web/static/evil.txt", "").await;
+    let r = fetch(cluster.edge, "GET", "/web/static/evil.txt", "").await;
     assert_eq!(r.status, 404);
     assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
     cluster.shutdown().await;
 
     let cluster = start(&addons, "follow_symlinks = true\n").await;
-    let r = request(cluster.edge, "GET", "/web/static/alias.js", "").await;
+    let r = fetch(cluster.edge, "GET", "/web/static/alias.js", "").await;
     assert_eq!(r.status, 200, "a symlink inside its addons path is allowed");
     assert_eq!(r.body, addons.file("addons1/web/static/src/app.js"));
-    let r = request(cluster.edge, "GET", "/web/static/evil.txt", "").await;
+    let r = fetch(cluster.edge, "GET", "/web/static/evil.txt", "").await;
     assert_eq!(r.status, 404, "a symlink out of its addons path never is");
     assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
     cluster.shutdown().await;
@@ -477,7 +388,7 @@ async fn attack_paths_never_return_a_byte_from_outside_the_roots() {
         "/web/static/src/app.js/../../../../secret.txt",
     ];
     for path in attacks {
-        let r = request(cluster.edge, "GET", path, "").await;
+        let r = fetch(cluster.edge, "GET", path, "").await;
         let text = String::from_utf8_lossy(&r.body);
         assert!(!text.contains(SECRET), "{path} leaked the secret file");
         assert!(!text.contains("root:x:0:0"), "{path} leaked /etc/passwd");
@@ -527,7 +438,7 @@ async fn a_file_only_odoo_has_is_fetched_from_odoo() {
         .config(&addons.config(""))
         .start()
         .await;
-    let r = request(cluster.edge, "GET", "/website/static/src/site.css", "").await;
+    let r = fetch(cluster.edge, "GET", "/website/static/src/site.css", "").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, b"body { color: #714b67 }");
     assert_eq!(
@@ -536,7 +447,7 @@ async fn a_file_only_odoo_has_is_fetched_from_odoo() {
         "Odoo served it"
     );
     // A file the edge has never reaches Odoo.
-    request(cluster.edge, "GET", "/web/static/src/app.js", "").await;
+    fetch(cluster.edge, "GET", "/web/static/src/app.js", "").await;
     assert_eq!(cluster.node("web1").stats.static_hits(), 1);
     cluster.shutdown().await;
 }

@@ -637,6 +637,66 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     }
 }
 
+// === byte-exact replies ===
+
+/// A reply read to the connection's close, body as bytes (de-chunked).
+pub struct BytesReply {
+    pub status: u16,
+    /// Names lowercased, in received order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl BytesReply {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `METHOD path` with `Connection: close` and extra header lines
+/// (each ending in CRLF), and reads the reply to the close, within 10 s.
+pub async fn fetch(addr: SocketAddr, method: &str, path: &str, extra: &str) -> BytesReply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to the edge");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: erp.example.com\r\nConnection: close\r\n{extra}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+        .await
+        .expect("reply in time")
+        .expect("read reply");
+    let mut slots = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let head_len = match parsed.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!(
+            "bad reply head ({other:?}): {:?}",
+            String::from_utf8_lossy(&raw)
+        ),
+    };
+    let headers = owned_headers(parsed.headers);
+    let status = parsed.code.expect("status");
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let rest = &raw[head_len..];
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    BytesReply {
+        status,
+        headers,
+        body,
+    }
+}
+
 // === the mock's echo ===
 
 /// The JSON a mock node answers to an ordinary request.
