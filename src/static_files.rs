@@ -34,10 +34,13 @@ use tracing::{debug, warn};
 use crate::conditional::{self, Validators};
 use crate::config::StaticConfig;
 use crate::proxy::ReplyBody;
-use crate::spool::FileRange;
+use crate::spool::{self, FileRange};
 
 /// Files up to this size are kept in memory (with their compressed forms).
 pub const CACHE_FILE_MAX: u64 = 1024 * 1024;
+
+/// Cache misses loaded (read and compressed) at the same time.
+const MAX_LOADS: usize = 4;
 
 /// How long a cached file is trusted before its size and mtime are re-read.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -46,6 +49,9 @@ const RECHECK: Duration = Duration::from_secs(1);
 pub struct StaticFiles {
     config: StaticConfig,
     cache: Mutex<Cache>,
+    /// Files read and compressed at once: each load may hold a whole file and
+    /// its compressors, so a burst of cache misses must not run unbounded.
+    loads: tokio::sync::Semaphore,
 }
 
 #[derive(Default)]
@@ -68,6 +74,9 @@ pub enum Lookup {
 
 /// One file, as served.
 pub struct Entry {
+    /// The addons path it was found under, for re-checks.
+    root: PathBuf,
+    /// The file (resolved, when symlinks are followed).
     path: PathBuf,
     len: u64,
     modified: SystemTime,
@@ -87,6 +96,7 @@ impl StaticFiles {
         (!config.addons_paths.is_empty()).then(|| StaticFiles {
             config: config.clone(),
             cache: Mutex::new(Cache::default()),
+            loads: tokio::sync::Semaphore::new(MAX_LOADS),
         })
     }
 
@@ -98,6 +108,13 @@ impl StaticFiles {
             Some(Ok(parts)) => parts,
         };
         let key = format!("{module}/{}", rest.join("/"));
+        if let Some(entry) = self.cached(&key) {
+            return Lookup::Found(entry);
+        }
+        let Ok(_permit) = self.loads.acquire().await else {
+            return Lookup::Refused("static loader closed");
+        };
+        // Another request may have loaded it while this one waited.
         if let Some(entry) = self.cached(&key) {
             return Lookup::Found(entry);
         }
@@ -138,19 +155,22 @@ impl StaticFiles {
             for segment in rest {
                 candidate.push(segment);
             }
-            let meta = match self.checked_metadata(root, &candidate) {
-                Ok(Some(meta)) => meta,
+            let path = match self.checked_path(root, &candidate) {
+                Ok(Some(path)) => path,
                 Ok(None) => continue,
                 Err(reason) => {
-                    warn!(path = %candidate.display(), reason, "static file refused");
+                    debug!(path = %candidate.display(), reason, "static file refused");
                     return Lookup::Refused(reason);
                 }
             };
-            if !meta.is_file() {
-                warn!(path = %candidate.display(), "static path is not a regular file; refused");
-                return Lookup::Refused("not a regular file");
-            }
-            return match self.entry(&candidate, &meta) {
+            let (file, meta) = match spool::open_regular(&path) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    warn!(path = %candidate.display(), cause = %e, "static file refused");
+                    return Lookup::Refused("not a regular file");
+                }
+            };
+            return match self.entry(root, &path, file, &meta) {
                 Ok(entry) => {
                     let entry = Arc::new(entry);
                     self.remember(key, &entry);
@@ -165,49 +185,66 @@ impl StaticFiles {
         Lookup::Missing
     }
 
-    /// The file's metadata if it exists under `root` by an allowed path:
+    /// The path to open if the file exists under `root` by an allowed way:
     /// `Ok(None)` when it does not exist, `Err` when the way there is refused.
-    fn checked_metadata(
+    fn checked_path(&self, root: &Path, candidate: &Path) -> Result<Option<PathBuf>, &'static str> {
+        checked_path(root, candidate, self.config.follow_symlinks)
+    }
+}
+
+/// The path to open if `candidate` exists under `root` by an allowed way:
+/// `Ok(None)` when it does not exist, `Err` when the way there is refused.
+fn checked_path(
+    root: &Path,
+    candidate: &Path,
+    follow_symlinks: bool,
+) -> Result<Option<PathBuf>, &'static str> {
+    let missing = |e: &io::Error| {
+        e.kind() == io::ErrorKind::NotFound
+            || matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG)
+            )
+    };
+    if follow_symlinks {
+        let real = match std::fs::canonicalize(candidate) {
+            Ok(real) => real,
+            Err(e) if missing(&e) => return Ok(None),
+            Err(_) => return Err("cannot resolve"),
+        };
+        if !real.starts_with(root) {
+            return Err("symlink leads outside its addons path");
+        }
+        return Ok(Some(real));
+    }
+    // No symlink anywhere below the addons path.
+    let Ok(relative) = candidate.strip_prefix(root) else {
+        return Err("outside its addons path");
+    };
+    let mut at = root.to_path_buf();
+    for part in relative.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err("symlink (follow_symlinks is off)");
+            }
+            Ok(_) => {}
+            Err(e) if missing(&e) => return Ok(None),
+            Err(_) => return Err("cannot stat"),
+        }
+    }
+    Ok(Some(at))
+}
+
+impl StaticFiles {
+    /// Reads a file into an entry (bytes and compressed forms if small enough).
+    fn entry(
         &self,
         root: &Path,
-        candidate: &Path,
-    ) -> Result<Option<Metadata>, &'static str> {
-        if self.config.follow_symlinks {
-            let real = match std::fs::canonicalize(candidate) {
-                Ok(real) => real,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(_) => return Err("cannot resolve"),
-            };
-            if !real.starts_with(root) {
-                return Err("symlink leads outside its addons path");
-            }
-            return std::fs::metadata(&real)
-                .map(Some)
-                .map_err(|_| "cannot stat");
-        }
-        // No symlink anywhere below the addons path.
-        let Ok(relative) = candidate.strip_prefix(root) else {
-            return Err("outside its addons path");
-        };
-        let mut at = root.to_path_buf();
-        let mut meta = None;
-        for part in relative.components() {
-            at.push(part);
-            match std::fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err("symlink (follow_symlinks is off)");
-                }
-                Ok(m) => meta = Some(m),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) if e.raw_os_error() == Some(20) => return Ok(None), // ENOTDIR
-                Err(_) => return Err("cannot stat"),
-            }
-        }
-        Ok(meta)
-    }
-
-    /// Reads a file into an entry (bytes and compressed forms if small enough).
-    fn entry(&self, path: &Path, meta: &Metadata) -> io::Result<Entry> {
+        path: &Path,
+        mut file: File,
+        meta: &Metadata,
+    ) -> io::Result<Entry> {
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let compressible = is_compressible(&mime);
@@ -217,6 +254,7 @@ impl StaticFiles {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut entry = Entry {
+            root: root.to_owned(),
             path: path.to_owned(),
             len: meta.len(),
             modified,
@@ -231,7 +269,7 @@ impl StaticFiles {
         };
         if meta.len() <= CACHE_FILE_MAX {
             let mut data = Vec::with_capacity(meta.len() as usize);
-            File::open(path)?.read_to_end(&mut data)?;
+            file.read_to_end(&mut data)?;
             if data.len() as u64 != meta.len() {
                 return Err(io::Error::other("file changed while read"));
             }
@@ -328,15 +366,39 @@ impl StaticFiles {
         }
         *response.body_mut() = match &entry.data {
             Some(data) => ReplyBody::full(data.slice(range.start as usize..range.end as usize)),
-            None => match open(&entry.path).await {
+            None => match self.reopen(entry).await {
                 Ok(file) => ReplyBody::File(FileRange::new(Arc::new(file), range.start, range.end)),
                 Err(e) => {
-                    warn!(path = %entry.path.display(), cause = %e, "static file vanished");
+                    warn!(path = %entry.path.display(), cause = %e, "static file not served");
                     return crate::proxy::error_response(StatusCode::NOT_FOUND);
                 }
             },
         };
         response
+    }
+}
+
+impl StaticFiles {
+    /// Opens a large (uncached) file again for one reply, with the same checks
+    /// as the first time, and only if it is still the file the entry describes.
+    async fn reopen(&self, entry: &Entry) -> io::Result<File> {
+        let (root, path) = (entry.root.clone(), entry.path.clone());
+        let (len, modified) = (entry.len, entry.modified);
+        let follow = self.config.follow_symlinks;
+        tokio::task::spawn_blocking(move || {
+            match checked_path(&root, &path, follow) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(io::Error::from(io::ErrorKind::NotFound)),
+                Err(reason) => return Err(io::Error::other(reason)),
+            }
+            let (file, meta) = spool::open_regular(&path)?;
+            if meta.len() != len || meta.modified().ok() != Some(modified) {
+                return Err(io::Error::other("changed since it was looked up"));
+            }
+            Ok(file)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }
 
@@ -358,13 +420,6 @@ impl Entry {
             .sum::<usize>()
             + 256
     }
-}
-
-async fn open(path: &Path) -> io::Result<File> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || File::open(path))
-        .await
-        .map_err(io::Error::other)?
 }
 
 /// Splits `/<module>/static/<path>` (percent-encoded, as received) into the
@@ -445,8 +500,9 @@ fn gzip(data: &[u8]) -> io::Result<Bytes> {
 fn brotli(data: &[u8]) -> io::Result<Bytes> {
     let mut out = Vec::new();
     {
-        // Quality 9: close to 11 in size, an order of magnitude faster; done once per file.
-        let mut writer = brotli::CompressorWriter::new(&mut out, 64 * 1024, 9, 22);
+        // Quality 5, 1 MiB window: most of quality 11's gain at a small
+        // fraction of its time and memory; done once per file.
+        let mut writer = brotli::CompressorWriter::new(&mut out, 64 * 1024, 5, 20);
         writer.write_all(data)?;
     }
     Ok(out.into())

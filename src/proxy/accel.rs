@@ -35,6 +35,40 @@ static X_SENDFILE: HeaderName = HeaderName::from_static("x-sendfile");
 /// The internal prefix Odoo uses, as in its nginx recipe (`location /web/filestore { internal; }`).
 pub const PREFIX: &str = "/web/filestore/";
 
+/// Removes `X-Sendfile` (a server path) and every `X-Accel-*` header.
+pub fn strip_internal(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|k| k == X_SENDFILE || k.as_str().starts_with("x-accel-"))
+    {
+        return;
+    }
+    headers.remove(&X_SENDFILE);
+    let accel: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-accel-"))
+        .cloned()
+        .collect();
+    for name in accel {
+        headers.remove(name);
+    }
+}
+
+/// A client request for the internal location, however it is spelled
+/// (percent-encoded, doubled slashes): never forwarded.
+pub fn is_internal(raw_path: &str) -> bool {
+    if !raw_path.contains("filestore") && !raw_path.contains('%') {
+        return false;
+    }
+    let decoded = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy();
+    let mut normal = String::with_capacity(decoded.len());
+    for part in decoded.split('/').filter(|p| !p.is_empty()) {
+        normal.push('/');
+        normal.push_str(part);
+    }
+    normal == "/web/filestore" || normal.starts_with(PREFIX)
+}
+
 /// The X-Accel-Redirect value of a node's reply, if it has one.
 pub fn target(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers.get(&X_ACCEL_REDIRECT)
@@ -205,6 +239,44 @@ mod tests {
             .expect("2-hex layout");
         assert_eq!(ok, std::path::Path::new("prod-db_1/3f").join(SHA));
         assert!(parse_target(format!("/web/filestore/odoo/3f7/{SHA}").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn internal_headers_are_stripped() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-sendfile",
+            "/srv/odoo/filestore/x".parse().expect("value"),
+        );
+        h.insert("x-accel-buffering", "no".parse().expect("value"));
+        h.insert("content-type", "text/plain".parse().expect("value"));
+        super::strip_internal(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn the_internal_location_is_recognised_however_spelled() {
+        use super::is_internal;
+        for p in [
+            "/web/filestore",
+            "/web/filestore/",
+            "/web/filestore/odoo/3f/x",
+            "/web//filestore/x",
+            "/web/%66ilestore/x",
+            "//web/filestore",
+            "/web%2ffilestore/x",
+        ] {
+            assert!(is_internal(p), "{p}");
+        }
+        for p in [
+            "/web/content/1",
+            "/web/filestorex",
+            "/filestore",
+            "/web/static/filestore.js",
+        ] {
+            assert!(!is_internal(p), "{p}");
+        }
     }
 
     #[test]

@@ -123,7 +123,7 @@ async fn forward(
     route: Route,
 ) -> Result<Response<ReplyBody>, ProxyError> {
     // request_filter
-    if req.uri().path().starts_with(accel::PREFIX) || req.uri().path() == "/web/filestore" {
+    if accel::is_internal(req.uri().path()) {
         // The internal location of the X-Accel recipe: never from outside.
         return Err(ProxyError::Internal);
     }
@@ -244,7 +244,9 @@ async fn response_filter(
 ) -> Result<Response<ReplyBody>, ProxyError> {
     let (mut parts, body) = response.into_parts();
     headers::to_client(&mut parts.headers, scheme, &edge.cookies);
-    if accel::target(&parts.headers).is_some() {
+    if accel::target(&parts.headers).is_some()
+        && matches!(parts.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT)
+    {
         // Odoo's body is empty (Content-Length: 0): the edge sends the file.
         drop(body);
         let (method, headers) = request;
@@ -257,6 +259,8 @@ async fn response_filter(
         )
         .await;
     }
+    // Internal headers never reach a client, whatever the reply.
+    accel::strip_internal(&mut parts.headers);
     let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response)
         .await
         .map_err(|detail| ProxyError::BadGateway {
