@@ -248,7 +248,13 @@ impl StaticFiles {
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let mime = mime_guess::from_path(path).first_or_octet_stream();
         let compressible = is_compressible(&mime);
-        let content_type = HeaderValue::from_str(mime.essence_str())
+        // werkzeug (so Odoo) adds the charset to text types.
+        let content_type = if compressible {
+            format!("{}; charset=utf-8", mime.essence_str())
+        } else {
+            mime.essence_str().to_owned()
+        };
+        let content_type = HeaderValue::from_str(&content_type)
             .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
         let mtime = modified
             .duration_since(SystemTime::UNIX_EPOCH)

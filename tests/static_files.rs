@@ -106,7 +106,10 @@ async fn a_static_file_is_served_from_the_first_addons_path_with_odoos_headers()
     let reply = fetch(cluster.edge, "GET", "/web/static/src/app.js", "").await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.body, addons.file("addons1/web/static/src/app.js"));
-    assert_eq!(reply.header("content-type"), Some("text/javascript"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     assert_eq!(
         reply.header("cache-control"),
         Some("public, max-age=604800")
