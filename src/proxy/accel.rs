@@ -158,15 +158,7 @@ pub async fn serve(
     ] {
         upstream.remove(name);
     }
-    upstream.remove(&X_SENDFILE);
-    let accel: Vec<HeaderName> = upstream
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-accel-"))
-        .cloned()
-        .collect();
-    for name in accel {
-        upstream.remove(name);
-    }
+    strip_internal(&mut upstream);
     upstream.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
     let etag = upstream
