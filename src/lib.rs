@@ -38,6 +38,9 @@
 //! * `pool`: nodes by role, round robin.
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.
+//! * `sendfile`: file-range bodies on plain client connections go out with
+//!   sendfile(2): hyper is handed placeholder frames and `ClientIo` sends the
+//!   file region each stands for.
 //! * `static_files`: module assets from disk, cached in memory with gzip/br forms.
 //! * `conditional`: If-None-Match / If-Modified-Since / Range on files the edge serves.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
@@ -54,6 +57,7 @@ pub mod mock_odoo;
 pub mod pool;
 pub mod proxy;
 pub mod router;
+pub mod sendfile;
 pub mod shutdown;
 pub mod spool;
 pub mod static_files;

@@ -30,7 +30,8 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
 use crate::config::{ListenerConfig, Timeouts};
-use crate::proxy::{self, ClientInfo, Edge};
+use crate::proxy::{self, ClientInfo, Edge, ReplyBody};
+use crate::sendfile::{self, Regions};
 
 /// A listener address that could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -111,15 +112,21 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, local: SocketAddr
     let graceful = edge.lifecycle.graceful.clone();
     let hard = edge.lifecycle.hard.clone();
     let state = Arc::new(ConnState::default());
-    let io = ClientIo::new(stream, &edge.timeouts, state.clone());
+    let regions = Regions::default();
+    let io = ClientIo::new(stream, &edge.timeouts, state.clone(), regions.clone());
     let max_buf = edge.limits.max_header_bytes.max(8192);
     let client = ClientInfo::new(peer, local, false, &edge.forwarding);
     let service = service_fn(move |req: Request<Incoming>| {
         let edge = edge.clone();
         let guard = ActiveGuard::new(state.clone());
         let client = client.clone();
+        let regions = regions.clone();
         async move {
             let response = proxy::handle(&edge, req, &client).await;
+            let response = response.map(|body| match body {
+                ReplyBody::File(range) => ReplyBody::File(range.zero_copy(regions)),
+                body => body,
+            });
             Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
         }
     });
@@ -233,10 +240,17 @@ pub struct ClientIo {
     head_started: Option<(Instant, usize)>,
     read_timer: Pin<Box<Sleep>>,
     write_timer: Option<Pin<Box<Sleep>>>,
+    /// File regions behind placeholder bytes hyper is asked to write.
+    regions: Regions,
 }
 
 impl ClientIo {
-    fn new(inner: TcpStream, timeouts: &Timeouts, state: Arc<ConnState>) -> ClientIo {
+    fn new(
+        inner: TcpStream,
+        timeouts: &Timeouts,
+        state: Arc<ConnState>,
+        regions: Regions,
+    ) -> ClientIo {
         let now = Instant::now();
         ClientIo {
             inner,
@@ -248,6 +262,7 @@ impl ClientIo {
             head_started: None,
             read_timer: Box::pin(tokio::time::sleep_until(now + timeouts.client_header)),
             write_timer: None,
+            regions,
         }
     }
 
@@ -363,7 +378,10 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        let polled = match sendfile::placeholder_offset(data) {
+            Some(at) => sendfile::poll_send(&self.regions, &self.inner, cx, at, data.len()),
+            None => Pin::new(&mut self.inner).poll_write(cx, data),
+        };
         self.bound_stall(cx, polled)
     }
 
@@ -380,7 +398,21 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        // Bytes before the first placeholder go out as they are; a placeholder
+        // at the front goes out as the file it stands for.
+        let bufs = match bufs.iter().position(|b| !b.is_empty()) {
+            Some(first) => &bufs[first..],
+            None => &[],
+        };
+        let placeholder = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| sendfile::placeholder_offset(b).map(|at| (i, at)));
+        let polled = match placeholder {
+            Some((0, at)) => sendfile::poll_send(&self.regions, &self.inner, cx, at, bufs[0].len()),
+            Some((k, _)) => sendfile::poll_send_head(&self.inner, cx, &bufs[..k]),
+            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        };
         self.bound_stall(cx, polled)
     }
 

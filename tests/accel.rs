@@ -179,3 +179,94 @@ async fn without_a_configured_filestore_an_accel_reply_is_a_502() {
     assert_eq!(r.header("x-sendfile"), None);
     cluster.shutdown().await;
 }
+
+/// Reads one reply framed by Content-Length from `stream`, pausing between
+/// reads when `slow` so the edge meets a full socket buffer mid-file.
+async fn read_framed(stream: &mut tokio::net::TcpStream, slow: bool) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("reply head");
+        head.push(byte[0]);
+        assert!(head.len() < 16 * 1024, "head too long");
+    }
+    let head = String::from_utf8(head).expect("ascii head");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("content-length")
+        .trim()
+        .parse()
+        .expect("numeric length");
+    let mut body = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        let end = (filled + 32 * 1024).min(len);
+        let n = stream
+            .read(&mut body[filled..end])
+            .await
+            .expect("reply body");
+        assert!(n > 0, "reply cut at {filled} of {len}");
+        filled += n;
+        if slow {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+    (head, body)
+}
+
+#[tokio::test]
+async fn large_attachments_and_ranges_keep_their_bytes_and_order_on_one_connection() {
+    use tokio::io::AsyncWriteExt as _;
+    let (dir, small) = filestore();
+    const BIG: &str = "c0ffee0000000000000000000000000000000001";
+    let big: Vec<u8> = (0..5 * 1024 * 1024 + 123u32)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    let path = dir.path().join(format!("filestore/odoo/c0/{BIG}"));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, &big).expect("write");
+    let cluster = start(dir.path(), true).await;
+
+    let mut stream = tokio::net::TcpStream::connect(cluster.edge)
+        .await
+        .expect("connect");
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: erp.example.com\r\n{extra}\r\n")
+    };
+    // Pipelined: the replies must come back whole and in order.
+    let requests = [
+        get(&format!("/web/content/{BIG}"), ""),
+        get(
+            &format!("/web/content/{BIG}"),
+            "Range: bytes=1048570-3145740\r\n",
+        ),
+        get(&format!("/web/content/{SHA}"), ""),
+    ]
+    .concat();
+    stream.write_all(requests.as_bytes()).await.expect("send");
+
+    let (head, body) = tokio::time::timeout(common::STEP, read_framed(&mut stream, true))
+        .await
+        .expect("first reply in time");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == big, "big attachment differs from disk");
+
+    let (head, body) = tokio::time::timeout(common::STEP, read_framed(&mut stream, false))
+        .await
+        .expect("second reply in time");
+    assert!(head.starts_with("HTTP/1.1 206"), "{head}");
+    assert!(body == big[1048570..=3145740], "range differs from disk");
+
+    let (head, body) = tokio::time::timeout(common::STEP, read_framed(&mut stream, false))
+        .await
+        .expect("third reply in time");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == small, "small attachment differs from disk");
+    cluster.shutdown().await;
+}
