@@ -38,6 +38,15 @@ pub enum ProxyError {
     /// A client asked for the internal `/web/filestore/` location itself.
     #[error("client request for the internal /web/filestore/ location")]
     Internal,
+    /// No node of the pool is up (`when_all_down = "closed"`) or every node drains.
+    #[error("no node of the {pool} pool is available")]
+    Unavailable { pool: &'static str },
+    /// Every worker busy: the admission queue was full or the wait too long.
+    #[error("{pool} pool: {detail}")]
+    Overloaded {
+        pool: &'static str,
+        detail: &'static str,
+    },
     /// Spooling to a temp file failed (disk full, spool dir gone).
     #[error("spool file: {0}")]
     Spool(#[source] std::io::Error),
@@ -54,6 +63,9 @@ impl ProxyError {
             ProxyError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::AccelMissing { .. } | ProxyError::Internal => StatusCode::NOT_FOUND,
+            ProxyError::Unavailable { .. } | ProxyError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Spool(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -52,10 +52,12 @@ pub mod conditional;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod listener;
 pub mod mock_odoo;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod sendfile;
 pub mod shutdown;
@@ -78,6 +80,7 @@ pub struct Running {
     /// Local addresses, in `listeners` order (useful with port 0).
     pub addrs: Vec<SocketAddr>,
     lifecycle: shutdown::Lifecycle,
+    edge: Arc<Edge>,
 }
 
 /// Binds every listener and starts serving. Fails, with the listener named,
@@ -96,10 +99,26 @@ pub fn start(config: &Config) -> Result<Running, BindError> {
         addrs.push(addr);
         lifecycle.tasks.spawn(listener::serve(l, edge.clone()));
     }
-    Ok(Running { addrs, lifecycle })
+    health::spawn(&edge.topology, config.timeouts.upstream_connect, &lifecycle);
+    Ok(Running {
+        addrs,
+        lifecycle,
+        edge,
+    })
 }
 
 impl Running {
+    /// Applies what a changed config can change while running: which nodes
+    /// drain. Returns what it changed and what needs a restart, one line each.
+    pub fn reload(&self, config: &Config) -> Vec<String> {
+        reload::apply(&self.edge.topology, config)
+    }
+
+    /// The pools, as the edge routes them now.
+    pub fn topology(&self) -> &pool::Topology {
+        &self.edge.topology
+    }
+
     /// Stops accepting, lets open requests finish for up to `deadline`, closes
     /// websocket tunnels at once and whatever is left at the deadline, then returns.
     pub async fn shutdown(self, deadline: Duration) {

@@ -51,16 +51,14 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => {
-            let Some(config) = load_or_report(&config) else {
+        Command::Run { config: path } => {
+            let Some(config) = load_or_report(&path) else {
                 return ExitCode::FAILURE;
             };
-            report(runtime(config.worker_threads).and_then(|rt| {
-                rt.block_on(async {
-                    odoo_edge::run(&config, stop_signal()).await?;
-                    Ok(())
-                })
-            }))
+            report(
+                runtime(config.worker_threads)
+                    .and_then(|rt| rt.block_on(serve_until_stopped(&path, &config))),
+            )
         }
         Command::Demo { listen } => report(
             runtime(None).and_then(|rt| rt.block_on(odoo_edge::demo::run(listen, stop_signal()))),
@@ -140,6 +138,43 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serves until SIGINT or SIGTERM; SIGHUP re-reads the file and applies
+/// what can change while running (see `odoo_edge::reload`).
+async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()> {
+    let running = odoo_edge::start(config)?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        #[cfg(unix)]
+        let hup = hangup.recv();
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hup => {
+                tracing::info!(path = %path.display(), "reloading the configuration");
+                match config::load(path) {
+                    Ok(new) => {
+                        let lines = running.reload(&new);
+                        if lines.is_empty() {
+                            tracing::info!("reload: nothing to change");
+                        }
+                        for line in lines {
+                            tracing::info!("reload: {line}");
+                        }
+                    }
+                    Err(e) => tracing::error!(cause = %e, "reload refused; the running configuration stays"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown(std::time::Duration::from_secs(10)).await;
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,13 +1,38 @@
-//! The cluster as the edge routes it: nodes grouped into pools by role, the
-//! round-robin choice among them. Connections to a node are its [`Endpoint`].
+//! The cluster as the edge routes it: nodes grouped into pools by role, which
+//! node a request goes to, and how many requests each node has at once.
 //!
-//! Health and admission control (later) plug in at [`Pool::candidates`]: it is
-//! the one place that decides which nodes a request may try, and in which order.
+//! # Admission control
+//!
+//! A prefork Odoo worker serves one connection at a time; a request sent to a
+//! node whose workers are all busy waits in its listen backlog, invisible,
+//! behind whatever they are doing (a 5-minute report). So the interactive pool
+//! never has more requests in flight to a node than the node's `workers`. A
+//! request that finds every worker busy waits in one FIFO queue here, bounded
+//! in length and in time, and takes the first worker that frees up on any node
+//! it may use. A request's [`Lease`] is its worker: it is released when the
+//! node's reply has been read off the node (not when the client has read it).
+//!
+//! Among nodes with a free worker a request goes to the one with the fewest
+//! requests in flight, round robin among ties. The bus pool (websockets and
+//! longpolling on gevent nodes) has no worker limit: a tunnel does not hold a
+//! worker, so it only holds its lease until the node has answered the
+//! handshake.
+//!
+//! # Membership
+//!
+//! A node takes requests while it is up (see [`crate::health`]) and not
+//! draining. When none of a pool's nodes is up, `health.when_all_down`
+//! decides: `open` treats every non-draining node as eligible (best effort),
+//! `closed` refuses with [`Refusal::AllDown`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
-use crate::config::{Config, Role};
+use tokio::sync::oneshot;
+
+use crate::config::{self, Config, Probe, Role, WhenAllDown};
 use crate::router::Route;
 use crate::upstream::Endpoint;
 
@@ -19,47 +44,425 @@ pub struct Node {
     pub address: String,
     pub role: Role,
     pub workers: u32,
+    /// Its active check.
+    pub probe: Probe,
     /// How to reach it, and its idle keep-alive connections.
     pub endpoint: Endpoint,
+    /// Passes its checks; nodes start up, so traffic flows from the first request.
+    up: AtomicBool,
+    /// Takes no new requests (config `drain = true`).
+    draining: AtomicBool,
+    /// Consecutive check outcomes, for rise and fall.
+    streak: Mutex<Streak>,
 }
 
-/// Nodes that can serve one route, with a round-robin cursor.
+/// Consecutive passes or failures, whichever came last.
+#[derive(Debug, Default)]
+struct Streak {
+    passes: u32,
+    failures: u32,
+}
+
+/// A change of a node's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Up,
+    Down,
+}
+
+impl Node {
+    fn new(config: &config::NodeConfig) -> Node {
+        Node {
+            name: config.name.clone(),
+            address: config.address.clone(),
+            role: config.role,
+            workers: config.workers,
+            probe: config.probe.clone(),
+            endpoint: Endpoint::new(&config.address),
+            up: AtomicBool::new(true),
+            draining: AtomicBool::new(config.drain),
+            streak: Mutex::new(Streak::default()),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Sets drain; true when that changed it.
+    pub fn set_draining(&self, drain: bool) -> bool {
+        self.draining.swap(drain, Ordering::AcqRel) != drain
+    }
+
+    /// Counts a passed probe: `rise` in a row bring a down node up.
+    pub fn record_pass(&self) -> Option<Transition> {
+        let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        streak.failures = 0;
+        streak.passes = streak.passes.saturating_add(1);
+        if !self.is_up() && streak.passes >= self.probe.rise {
+            self.up.store(true, Ordering::Release);
+            return Some(Transition::Up);
+        }
+        None
+    }
+
+    /// Counts a failed probe or a failed request: `fall` in a row take the node down.
+    pub fn record_failure(&self) -> Option<Transition> {
+        let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        streak.passes = 0;
+        streak.failures = streak.failures.saturating_add(1);
+        if self.is_up() && streak.failures >= self.probe.fall {
+            self.up.store(false, Ordering::Release);
+            return Some(Transition::Down);
+        }
+        None
+    }
+
+    /// A request the node answered: the failure streak is broken. Only probes
+    /// bring a down node back.
+    pub fn record_answer(&self) {
+        let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        streak.failures = 0;
+    }
+}
+
+/// Why a pool gave no node to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No node is up and `when_all_down = "closed"`, or every node drains.
+    AllDown,
+    /// Every worker busy and the queue full.
+    QueueFull,
+    /// Every worker stayed busy for `queue_timeout`.
+    QueueTimeout,
+    /// Every node the request may still use was tried already.
+    Exhausted,
+}
+
+/// How a pool admits requests.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Cap requests in flight per node at its `workers`.
+    pub limited: bool,
+    pub queue_length: usize,
+    pub queue_timeout: Duration,
+    pub when_all_down: WhenAllDown,
+}
+
+/// Nodes that can serve one route, with their requests in flight and the
+/// requests waiting for a worker.
 #[derive(Debug)]
 pub struct Pool {
     /// Name used in logs and errors.
     pub name: &'static str,
     pub nodes: Vec<Arc<Node>>,
-    next: AtomicUsize,
+    settings: PoolSettings,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    in_flight: Vec<u32>,
+    waiters: VecDeque<Waiter>,
+    /// Round-robin cursor among equally loaded nodes.
+    next: usize,
+    next_id: u64,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    id: u64,
+    /// Nodes this request already tried.
+    exclude: Vec<usize>,
+    tx: oneshot::Sender<Lease>,
+}
+
+/// A request's place on a node: one worker of an interactive node. Released
+/// when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl Lease {
+    pub fn node(&self) -> &Arc<Node> {
+        &self.pool.nodes[self.index]
+    }
+
+    /// The node's position in its pool, for [`Pool::acquire`]'s `exclude`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let handoffs = {
+            let mut state = self.pool.lock();
+            state.in_flight[self.index] = state.in_flight[self.index].saturating_sub(1);
+            self.pool.dispatch(&mut state)
+        };
+        // Sent outside the lock: a lease that comes back (its waiter left) is
+        // dropped here and takes the lock itself.
+        Pool::hand_over(handoffs);
+    }
 }
 
 impl Pool {
-    fn new(name: &'static str, nodes: Vec<Arc<Node>>) -> Pool {
+    pub fn new(name: &'static str, nodes: Vec<Arc<Node>>, settings: PoolSettings) -> Pool {
+        let state = State {
+            in_flight: vec![0; nodes.len()],
+            ..State::default()
+        };
         Pool {
             name,
             nodes,
-            next: AtomicUsize::new(0),
+            settings,
+            state: Mutex::new(state),
         }
     }
 
-    /// Every node once, starting one further than the previous request did:
-    /// round robin, with the rest as fallbacks in order.
-    pub fn candidates(&self) -> impl Iterator<Item = &Arc<Node>> {
-        let n = self.nodes.len();
-        let start = if n == 0 {
-            0
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Requests in flight to each node, in pool order.
+    pub fn in_flight(&self) -> Vec<u32> {
+        self.lock().in_flight.clone()
+    }
+
+    /// Requests waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
+    /// Which nodes may take requests: up and not draining; when none is up,
+    /// every non-draining node if the pool fails open. `None`: none may.
+    fn eligible(&self) -> Option<Vec<bool>> {
+        let live: Vec<bool> = self.nodes.iter().map(|n| !n.is_draining()).collect();
+        let up: Vec<bool> = self
+            .nodes
+            .iter()
+            .zip(&live)
+            .map(|(n, &live)| live && n.is_up())
+            .collect();
+        if up.iter().any(|&u| u) {
+            Some(up)
+        } else if self.settings.when_all_down == WhenAllDown::Open && live.iter().any(|&l| l) {
+            Some(live)
         } else {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
+            None
+        }
+    }
+
+    /// The node for the next request: eligible, not excluded, a free worker,
+    /// fewest in flight; round robin among ties.
+    fn pick(&self, state: &mut State, eligible: &[bool], exclude: &[usize]) -> Option<usize> {
+        let n = self.nodes.len();
+        let start = state.next;
+        let mut best: Option<usize> = None;
+        for offset in 0..n {
+            let i = (start + offset) % n;
+            if !eligible[i] || exclude.contains(&i) {
+                continue;
+            }
+            if self.settings.limited && state.in_flight[i] >= self.nodes[i].workers.max(1) {
+                continue;
+            }
+            if best.is_none_or(|b| state.in_flight[i] < state.in_flight[b]) {
+                best = Some(i);
+            }
+        }
+        if let Some(i) = best {
+            state.in_flight[i] += 1;
+            state.next = (i + 1) % n.max(1);
+        }
+        best
+    }
+
+    /// A worker for a request that has not tried the nodes in `exclude`:
+    /// at once if one is free, else after waiting in the queue.
+    pub async fn acquire(self: &Arc<Self>, exclude: &[usize]) -> Result<Lease, Refusal> {
+        let (id, rx) = {
+            let mut state = self.lock();
+            let Some(eligible) = self.eligible() else {
+                return Err(Refusal::AllDown);
+            };
+            if !eligible
+                .iter()
+                .enumerate()
+                .any(|(i, &e)| e && !exclude.contains(&i))
+            {
+                return Err(Refusal::Exhausted);
+            }
+            // First come, first served: nobody overtakes a waiting request.
+            if state.waiters.is_empty()
+                && let Some(index) = self.pick(&mut state, &eligible, exclude)
+            {
+                return Ok(Lease {
+                    pool: self.clone(),
+                    index,
+                });
+            }
+            if state.waiters.len() >= self.settings.queue_length {
+                return Err(Refusal::QueueFull);
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = state.next_id;
+            state.next_id += 1;
+            state.waiters.push_back(Waiter {
+                id,
+                exclude: exclude.to_vec(),
+                tx,
+            });
+            // The queue may be non-empty only because its head waits for a
+            // node this request may skip: try to serve it now.
+            let handoffs = self.dispatch(&mut state);
+            drop(state);
+            Pool::hand_over(handoffs);
+            (id, rx)
         };
-        (0..n).map(move |i| &self.nodes[(start + i) % n])
+        let mut guard = WaitGuard {
+            pool: self,
+            id,
+            rx: Some(rx),
+        };
+        let rx = guard.rx.as_mut().expect("set above");
+        match tokio::time::timeout(self.settings.queue_timeout, rx).await {
+            Ok(Ok(lease)) => {
+                guard.rx = None;
+                Ok(lease)
+            }
+            // The sender was dropped: the pool refused every waiter.
+            Ok(Err(_)) => {
+                guard.rx = None;
+                Err(Refusal::AllDown)
+            }
+            Err(_) => {
+                // A lease handed over at the last moment is used, not wasted.
+                let rx = guard.rx.take();
+                guard.remove();
+                match rx.map(|mut rx| rx.try_recv()) {
+                    Some(Ok(lease)) => Ok(lease),
+                    _ => Err(Refusal::QueueTimeout),
+                }
+            }
+        }
+    }
+
+    /// A worker on node `index` for a probe, only if one is free and nobody
+    /// waits for it; never queued.
+    pub fn try_acquire_node(self: &Arc<Self>, index: usize) -> Option<Lease> {
+        let mut state = self.lock();
+        if self.settings.limited && state.in_flight[index] >= self.nodes[index].workers.max(1) {
+            return None;
+        }
+        state.in_flight[index] += 1;
+        Some(Lease {
+            pool: self.clone(),
+            index,
+        })
+    }
+
+    /// Re-examines the queue after a node changed state (up, down, drain).
+    pub fn refresh(self: &Arc<Self>) {
+        let handoffs = {
+            let mut state = self.lock();
+            self.dispatch(&mut state)
+        };
+        Pool::hand_over(handoffs);
+    }
+
+    /// Gives free workers to waiters, oldest first; refuses them all when no
+    /// node may take requests any more.
+    fn dispatch(self: &Arc<Self>, state: &mut State) -> Vec<(oneshot::Sender<Lease>, Lease)> {
+        let mut handoffs = Vec::new();
+        if state.waiters.is_empty() {
+            return handoffs;
+        }
+        let Some(eligible) = self.eligible() else {
+            // Dropping the senders tells every waiter.
+            state.waiters.clear();
+            return handoffs;
+        };
+        let mut i = 0;
+        while i < state.waiters.len() {
+            let exclude = std::mem::take(&mut state.waiters[i].exclude);
+            match self.pick(state, &eligible, &exclude) {
+                Some(index) => {
+                    let waiter = state.waiters.remove(i).expect("index in range");
+                    handoffs.push((
+                        waiter.tx,
+                        Lease {
+                            pool: self.clone(),
+                            index,
+                        },
+                    ));
+                }
+                None => {
+                    state.waiters[i].exclude = exclude;
+                    if !self.has_free_worker(state, &eligible) {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+        }
+        handoffs
+    }
+
+    fn has_free_worker(&self, state: &State, eligible: &[bool]) -> bool {
+        !self.settings.limited
+            || (0..self.nodes.len())
+                .any(|i| eligible[i] && state.in_flight[i] < self.nodes[i].workers.max(1))
+    }
+
+    fn hand_over(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
+        for (tx, lease) in handoffs {
+            // A waiter that left gives the lease back: dropping it releases it.
+            drop(tx.send(lease));
+        }
+    }
+}
+
+/// Takes a waiter out of the queue if its request gives up (timeout, client
+/// gone) before it got a worker.
+struct WaitGuard<'a> {
+    pool: &'a Arc<Pool>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Lease>>,
+}
+
+impl WaitGuard<'_> {
+    fn remove(&mut self) {
+        let mut state = self.pool.lock();
+        if let Some(pos) = state.waiters.iter().position(|w| w.id == self.id) {
+            state.waiters.remove(pos);
+        }
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.rx.is_some() {
+            self.remove();
+            // A lease already in the channel is released when `rx` drops,
+            // after the lock above is gone.
+        }
     }
 }
 
 /// All pools, built once from the config.
 #[derive(Debug)]
 pub struct Topology {
-    pub interactive: Pool,
+    pub interactive: Arc<Pool>,
     /// Gevent nodes, or the interactive nodes when the cluster has no gevent node.
-    pub bus: Pool,
+    pub bus: Arc<Pool>,
     /// Declared so the edge knows and reports them; never sent anything.
     pub cron: Vec<Arc<Node>>,
     /// True when bus traffic falls back to interactive nodes.
@@ -71,38 +474,51 @@ impl Topology {
         let nodes = |role| -> Vec<Arc<Node>> {
             config
                 .nodes_with_role(role)
-                .map(|n| {
-                    Arc::new(Node {
-                        name: n.name.clone(),
-                        address: n.address.clone(),
-                        role: n.role,
-                        workers: n.workers,
-                        endpoint: Endpoint::new(&n.address),
-                    })
-                })
+                .map(|n| Arc::new(Node::new(n)))
                 .collect()
         };
         let interactive = nodes(Role::Interactive);
         let gevent = nodes(Role::Gevent);
         let bus_on_interactive = gevent.is_empty();
+        let when_all_down = config.health.when_all_down;
+        let limited = PoolSettings {
+            limited: true,
+            queue_length: config.admission.queue_length,
+            queue_timeout: config.admission.queue_timeout,
+            when_all_down,
+        };
+        let unlimited = PoolSettings {
+            limited: false,
+            queue_length: 0,
+            queue_timeout: config.admission.queue_timeout,
+            when_all_down,
+        };
         let bus = if bus_on_interactive {
-            Pool::new("interactive", interactive.clone())
+            Pool::new("interactive", interactive.clone(), unlimited)
         } else {
-            Pool::new("gevent", gevent)
+            Pool::new("gevent", gevent, unlimited)
         };
         Topology {
-            interactive: Pool::new("interactive", interactive),
-            bus,
+            interactive: Arc::new(Pool::new("interactive", interactive, limited)),
+            bus: Arc::new(bus),
             cron: nodes(Role::Cron),
             bus_on_interactive,
         }
     }
 
     /// The pool that serves a route.
-    pub fn pool(&self, route: Route) -> &Pool {
+    pub fn pool(&self, route: Route) -> &Arc<Pool> {
         match route {
             Route::Bus => &self.bus,
             Route::Interactive => &self.interactive,
         }
+    }
+
+    /// Every pool a node is in (one, or two when bus traffic falls back to
+    /// interactive nodes).
+    pub fn pools_of<'a>(&'a self, node: &'a Arc<Node>) -> impl Iterator<Item = &'a Arc<Pool>> {
+        [&self.interactive, &self.bus]
+            .into_iter()
+            .filter(move |p| p.nodes.iter().any(|n| Arc::ptr_eq(n, node)))
     }
 }

@@ -35,6 +35,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub retries: FileRetries,
     #[serde(default)]
+    pub health: FileHealth,
+    #[serde(default)]
+    pub admission: FileAdmission,
+    #[serde(default)]
     pub runtime: FileRuntime,
     #[serde(default, rename = "static")]
     pub statics: FileStatic,
@@ -57,6 +61,9 @@ pub struct FileNode {
     pub address: Spanned<String>,
     pub role: Spanned<String>,
     pub workers: Option<Spanned<i64>>,
+    pub drain: Option<bool>,
+    /// `[nodes.health]`: this node's overrides of its role's probe, key by key.
+    pub health: Option<Spanned<FileProbe>>,
 }
 
 /// `[timeouts]`
@@ -107,6 +114,41 @@ pub struct FileCookies {
 pub struct FileRetries {
     pub methods: Option<Vec<Spanned<String>>>,
     pub max_replays: Option<Spanned<i64>>,
+}
+
+/// `[health]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    pub when_all_down: Option<Spanned<String>>,
+    pub maintenance_page: Option<Spanned<String>>,
+    pub retry_after: Option<FileDuration>,
+    #[serde(default)]
+    pub interactive: FileProbe,
+    #[serde(default)]
+    pub gevent: FileProbe,
+}
+
+/// `[health.interactive]`, `[health.gevent]` and `[nodes.health]`: each key
+/// absent means "as the level above" (the role's table, then the default).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileProbe {
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<FileDuration>,
+    pub timeout: Option<FileDuration>,
+    pub status: Option<Spanned<i64>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+}
+
+/// `[admission]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmission {
+    pub queue_length: Option<Spanned<i64>>,
+    pub queue_timeout: Option<FileDuration>,
+    pub retry_after: Option<FileDuration>,
 }
 
 /// `[runtime]`

@@ -29,6 +29,8 @@ pub struct Config {
     pub forwarding: Forwarding,
     pub cookies: CookieFlags,
     pub retries: Retries,
+    pub health: Health,
+    pub admission: Admission,
     /// Static module assets served from disk.
     pub statics: StaticConfig,
     /// `[x_accel] filestore`: Odoo's `<data_dir>/filestore`, canonical; `None` = not configured.
@@ -81,6 +83,60 @@ pub struct NodeConfig {
     pub role: Role,
     /// Odoo HTTP workers on the node (`workers =` in odoo.conf); 0 when not given.
     pub workers: u32,
+    /// `drain = true`: no new requests or tunnels; those in flight finish.
+    pub drain: bool,
+    /// The role's `[health.<role>]` probe with this node's `[nodes.health]`
+    /// overrides applied (unused for cron nodes, which are never probed).
+    pub probe: Probe,
+}
+
+/// `[health]`: active probes, and what happens when no node passes them.
+#[derive(Debug, Clone)]
+pub struct Health {
+    /// `[health.interactive]`, defaults: `GET /web/health`.
+    pub interactive: Probe,
+    /// `[health.gevent]`, defaults: `GET /websocket/health`.
+    pub gevent: Probe,
+    pub when_all_down: WhenAllDown,
+    /// Contents of `maintenance_page`, read when the config is loaded.
+    pub maintenance_page: Option<bytes::Bytes>,
+    /// `Retry-After` on the 503 of a pool with no healthy node.
+    pub retry_after: Duration,
+}
+
+/// One node's active check: `GET path` every `interval`, healthy when the
+/// status is `status` within `timeout`; `rise` consecutive passes bring a
+/// node in, `fall` consecutive failures (probes or live traffic) take it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// Path and query, such as `/web/health?db_server_status=1`.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub status: u16,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// What a pool does when none of its nodes is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenAllDown {
+    /// Route to every node anyway (best effort): a broken probe cannot take
+    /// the site down. The default.
+    Open,
+    /// Answer 503 with `Retry-After` and the maintenance page.
+    Closed,
+}
+
+/// `[admission]`: the edge-side queue for requests that find every worker busy.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Requests that may wait at once; more get a 503 at once. 0: no queue.
+    pub queue_length: usize,
+    /// Longest wait for a free worker before a 503.
+    pub queue_timeout: Duration,
+    /// `Retry-After` on those 503s.
+    pub retry_after: Duration,
 }
 
 /// `[timeouts]`, all resolved to their defaults.

@@ -1,19 +1,22 @@
 //! Raw file -> [`Config`]: defaults, every rule, all problems collected at once.
 
 use std::collections::HashSet;
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Method;
+use http::uri::PathAndQuery;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileConfig, FileDuration, FileSize};
+use super::file::{FileConfig, FileDuration, FileProbe, FileSize};
 use super::{
-    Config, ConfigError, CookieFlags, Forwarding, Limits, ListenerConfig, NodeConfig, Problem,
-    Retries, Role, StaticConfig, Timeouts,
+    Admission, Config, ConfigError, CookieFlags, Forwarding, Health, Limits, ListenerConfig,
+    NodeConfig, Probe, Problem, Retries, Role, StaticConfig, Timeouts, WhenAllDown,
 };
 
 /// Default upstream reply timeout: above the `limit_time_real = 1200` of Odoo's
@@ -26,6 +29,18 @@ const MIB: u64 = 1024 * 1024;
 /// Longest duration any timeout may be set to (far beyond any sane value, and
 /// far from overflowing a deadline computed from it).
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Probes closer together than this would load the node for nothing; further
+/// apart, a dead node would be noticed (by probes alone) too late.
+const PROBE_INTERVALS: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+
+/// `Retry-After` is a number of seconds; a client told to wait more than a
+/// day would simply not come back.
+const RETRY_AFTERS: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86400);
+
+/// The maintenance page is kept in memory and sent whole with every 503.
+const MAX_MAINTENANCE_PAGE: u64 = MIB;
 
 /// Parses and validates TOML text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -87,9 +102,38 @@ impl Validator<'_> {
         self.problem(key, Some(literal), Some(v.span()), reason);
     }
 
+    /// A problem with a duration, shown as humantime writes it (`"1day 1h"`).
+    fn bad_duration(&mut self, key: impl Into<String>, d: &FileDuration, reason: &str) {
+        let literal = format!(
+            "{:?}",
+            humantime::format_duration(**d.get_ref()).to_string()
+        );
+        self.problem(key, Some(literal), Some(d.span()), reason);
+    }
+
+    /// A written integer within `range`, else a problem and `None`.
+    fn integer(
+        &mut self,
+        key: impl Into<String>,
+        v: &Spanned<i64>,
+        range: RangeInclusive<i64>,
+    ) -> Option<i64> {
+        if range.contains(v.get_ref()) {
+            Some(*v.get_ref())
+        } else {
+            let reason = format!("must be {} to {}", range.start(), range.end());
+            self.bad(key, v, &reason);
+            None
+        }
+    }
+
     fn config(&mut self, file: FileConfig) -> Config {
         let listeners = self.listeners(&file);
-        let nodes = self.nodes(&file);
+        let interactive = self.role_probe(Role::Interactive, &file.health.interactive);
+        let gevent = self.role_probe(Role::Gevent, &file.health.gevent);
+        let nodes = self.nodes(&file, &interactive, &gevent);
+        let health = self.health(&file, interactive.probe, gevent.probe);
+        let admission = self.admission(&file);
         let timeouts = self.timeouts(&file);
         let limits = self.limits(&file);
         let forwarding = self.forwarding(&file);
@@ -130,6 +174,8 @@ impl Validator<'_> {
             forwarding,
             cookies,
             retries,
+            health,
+            admission,
             statics,
             filestore,
             worker_threads,
@@ -161,13 +207,19 @@ impl Validator<'_> {
         out
     }
 
-    fn nodes(&mut self, file: &FileConfig) -> Vec<NodeConfig> {
+    fn nodes(
+        &mut self,
+        file: &FileConfig,
+        interactive: &RoleProbe<'_>,
+        gevent: &RoleProbe<'_>,
+    ) -> Vec<NodeConfig> {
         let mut names = HashSet::new();
         let mut addresses = HashSet::new();
         let mut out = Vec::new();
         for (i, n) in file.nodes.iter().enumerate() {
             let name = n.name.get_ref();
             let mut ok = true;
+            let problems_before = self.problems.len();
             if name.is_empty()
                 || !name
                     .chars()
@@ -199,6 +251,30 @@ impl Validator<'_> {
                     );
                     ok = false;
                     Role::Cron
+                }
+            };
+            let probe = match (&n.health, role) {
+                // Not when the role itself was rejected (it stands in as cron).
+                (Some(table), Role::Cron) if n.role.get_ref() == "cron" => {
+                    self.problem(
+                        format!("nodes[{i}].health"),
+                        None,
+                        Some(table.span()),
+                        "cron nodes have no HTTP port and are never probed",
+                    );
+                    default_probe(Role::Interactive)
+                }
+                // Never used: a cron node is never probed.
+                (_, Role::Cron) => default_probe(Role::Interactive),
+                (None, Role::Interactive) => interactive.probe.clone(),
+                (None, Role::Gevent) => gevent.probe.clone(),
+                (Some(table), role) => {
+                    let base = if role == Role::Gevent {
+                        gevent
+                    } else {
+                        interactive
+                    };
+                    self.node_probe(&format!("nodes[{i}].health"), table.get_ref(), base)
                 }
             };
             if let Err(reason) = check_upstream_address(n.address.get_ref()) {
@@ -236,14 +312,27 @@ impl Validator<'_> {
                 }
                 None => 0,
             };
-            if ok {
+            if ok && self.problems.len() == problems_before {
                 out.push(NodeConfig {
                     name: name.clone(),
                     address: n.address.get_ref().clone(),
                     role,
                     workers,
+                    drain: n.drain.unwrap_or(false),
+                    probe,
                 });
             }
+        }
+        let mut web = out
+            .iter()
+            .filter(|n| n.role == Role::Interactive)
+            .peekable();
+        if web.peek().is_some() && web.all(|n| n.drain) {
+            self.warnings.push(
+                "every interactive node has drain = true: every request gets a 503 \
+                 (with health.maintenance_page, if set)"
+                    .into(),
+            );
         }
         let has_interactive = file.nodes.iter().any(|n| n.role.get_ref() == "interactive");
         if !has_interactive {
@@ -264,23 +353,215 @@ impl Validator<'_> {
         out
     }
 
+    /// A role's probe: the built-in defaults with `[health.<role>]` applied.
+    fn role_probe<'f>(&mut self, role: Role, file: &'f FileProbe) -> RoleProbe<'f> {
+        let table = match role {
+            Role::Gevent => "health.gevent",
+            Role::Interactive | Role::Cron => "health.interactive",
+        };
+        let (probe, timing_ok) = self.probe(table, file, &default_probe(role));
+        if timing_ok {
+            self.check_timing(&probe, &[(table, file)]);
+        }
+        RoleProbe {
+            table,
+            file,
+            probe,
+            timing_ok,
+        }
+    }
+
+    /// A node's probe: its role's with `[nodes.health]` applied key by key.
+    fn node_probe(&mut self, table: &str, file: &FileProbe, role: &RoleProbe<'_>) -> Probe {
+        let (probe, timing_ok) = self.probe(table, file, &role.probe);
+        // Unless the node changes interval or timeout, the role's table was
+        // checked already; a rejected value would only cause a second problem.
+        if timing_ok && role.timing_ok && (file.interval.is_some() || file.timeout.is_some()) {
+            self.check_timing(&probe, &[(role.table, role.file), (table, file)]);
+        }
+        probe
+    }
+
+    /// `base` with the keys of one probe table applied, each checked on its
+    /// own. The flag is false when an interval or timeout was rejected.
+    fn probe(&mut self, table: &str, file: &FileProbe, base: &Probe) -> (Probe, bool) {
+        let mut probe = base.clone();
+        let mut timing_ok = true;
+        if let Some(p) = &file.path {
+            match check_probe_path(p.get_ref()) {
+                Ok(()) => probe.path = p.get_ref().clone(),
+                Err(reason) => self.bad(format!("{table}.path"), p, reason),
+            }
+        }
+        if let Some(d) = &file.interval {
+            if PROBE_INTERVALS.contains(d.get_ref()) {
+                probe.interval = **d.get_ref();
+            } else {
+                self.bad_duration(format!("{table}.interval"), d, "must be 100ms to 1h");
+                timing_ok = false;
+            }
+        }
+        if let Some(d) = &file.timeout {
+            if d.get_ref().is_zero() {
+                self.bad_duration(format!("{table}.timeout"), d, "must be longer than 0s");
+                timing_ok = false;
+            } else {
+                probe.timeout = **d.get_ref();
+            }
+        }
+        if let Some(n) = &file.status
+            && let Some(status) = self.integer(format!("{table}.status"), n, 100..=599)
+        {
+            probe.status = status as u16;
+        }
+        if let Some(n) = &file.rise
+            && let Some(rise) = self.integer(format!("{table}.rise"), n, 1..=100)
+        {
+            probe.rise = rise as u32;
+        }
+        if let Some(n) = &file.fall
+            && let Some(fall) = self.integer(format!("{table}.fall"), n, 1..=100)
+        {
+            probe.fall = fall as u32;
+        }
+        (probe, timing_ok)
+    }
+
+    /// `timeout <= interval` on a merged probe, else one problem. `layers`
+    /// go from the role's table to the node's; of the two keys, the one
+    /// written at the more specific level is blamed (the timeout on a tie),
+    /// and the reason says where the other one's value comes from.
+    fn check_timing(&mut self, probe: &Probe, layers: &[(&str, &FileProbe)]) {
+        if probe.timeout <= probe.interval {
+            return;
+        }
+        let last = |pick: fn(&FileProbe) -> Option<&FileDuration>| {
+            layers
+                .iter()
+                .enumerate()
+                .rev()
+                .find_map(|(level, (table, file))| pick(file).map(|d| (level, *table, d)))
+        };
+        let timeout = last(|f| f.timeout.as_ref());
+        let interval = last(|f| f.interval.as_ref());
+        let origin = |written: Option<(usize, &str, &FileDuration)>, key: &str| match written {
+            Some((_, table, _)) => format!("{table}.{key}"),
+            None => "default".into(),
+        };
+        let level = |written: Option<(usize, &str, &FileDuration)>| written.map(|(l, _, _)| l);
+        if level(timeout) >= level(interval) {
+            if let Some((_, table, d)) = timeout {
+                let reason = format!(
+                    "must be at most the interval, {} ({})",
+                    humantime::format_duration(probe.interval),
+                    origin(interval, "interval")
+                );
+                self.bad_duration(format!("{table}.timeout"), d, &reason);
+            }
+        } else if let Some((_, table, d)) = interval {
+            let reason = format!(
+                "must be at least the timeout, {} ({})",
+                humantime::format_duration(probe.timeout),
+                origin(timeout, "timeout")
+            );
+            self.bad_duration(format!("{table}.interval"), d, &reason);
+        }
+    }
+
+    fn health(&mut self, file: &FileConfig, interactive: Probe, gevent: Probe) -> Health {
+        let h = &file.health;
+        let when_all_down = match &h.when_all_down {
+            None => WhenAllDown::Open,
+            Some(w) => match w.get_ref().as_str() {
+                "open" => WhenAllDown::Open,
+                "closed" => WhenAllDown::Closed,
+                _ => {
+                    self.bad("health.when_all_down", w, "expected \"open\" or \"closed\"");
+                    WhenAllDown::Open
+                }
+            },
+        };
+        let maintenance_page =
+            h.maintenance_page
+                .as_ref()
+                .and_then(|p| match read_maintenance_page(p.get_ref()) {
+                    Ok(page) => Some(page),
+                    Err(reason) => {
+                        self.bad("health.maintenance_page", p, &reason);
+                        None
+                    }
+                });
+        Health {
+            interactive,
+            gevent,
+            when_all_down,
+            maintenance_page,
+            retry_after: self.retry_after(
+                "health.retry_after",
+                &h.retry_after,
+                Duration::from_secs(30),
+            ),
+        }
+    }
+
+    fn admission(&mut self, file: &FileConfig) -> Admission {
+        let a = &file.admission;
+        let queue_length = match &a.queue_length {
+            None => 1000,
+            Some(n) if (0..=1_000_000).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                self.bad(
+                    "admission.queue_length",
+                    n,
+                    "must be 0 (no queue) to 1000000",
+                );
+                1000
+            }
+        };
+        Admission {
+            queue_length,
+            queue_timeout: self.duration(
+                "admission.queue_timeout",
+                &a.queue_timeout,
+                Duration::from_secs(60),
+            ),
+            retry_after: self.retry_after(
+                "admission.retry_after",
+                &a.retry_after,
+                Duration::from_secs(5),
+            ),
+        }
+    }
+
+    /// A `Retry-After` value: whole seconds, 1s to 1 day.
+    fn retry_after(&mut self, key: &str, v: &Option<FileDuration>, default: Duration) -> Duration {
+        let Some(d) = v else {
+            return default;
+        };
+        if d.get_ref().subsec_nanos() != 0 {
+            self.bad_duration(
+                key,
+                d,
+                "must be whole seconds: Retry-After is sent as a number of seconds",
+            );
+            default
+        } else if !RETRY_AFTERS.contains(d.get_ref()) {
+            self.bad_duration(key, d, "must be 1s to 1 day");
+            default
+        } else {
+            **d.get_ref()
+        }
+    }
+
     fn duration(&mut self, key: &str, v: &Option<FileDuration>, default: Duration) -> Duration {
         match v {
             None => default,
             Some(d) if **d.get_ref() > MAX_DURATION => {
-                let text = format!(
-                    "{:?}",
-                    humantime::format_duration(**d.get_ref()).to_string()
-                );
-                self.problem(key, Some(text), Some(d.span()), "must be at most 7 days");
+                self.bad_duration(key, d, "must be at most 7 days");
                 default
             }
             Some(d) if d.get_ref().is_zero() => {
-                let text = format!(
-                    "{:?}",
-                    humantime::format_duration(**d.get_ref()).to_string()
-                );
-                self.problem(key, Some(text), Some(d.span()), "must be longer than 0s");
+                self.bad_duration(key, d, "must be longer than 0s");
                 default
             }
             Some(d) => **d.get_ref(),
@@ -298,14 +579,9 @@ impl Validator<'_> {
             && **d.get_ref() <= Duration::from_secs(60)
             && !d.get_ref().is_zero()
         {
-            let text = format!(
-                "{:?}",
-                humantime::format_duration(**d.get_ref()).to_string()
-            );
-            self.problem(
+            self.bad_duration(
                 "timeouts.websocket_idle",
-                Some(text),
-                Some(d.span()),
+                d,
                 "must be longer than 60s: Odoo pings an idle websocket only after 45s \
                  and waits 15s for the pong",
             );
@@ -330,14 +606,9 @@ impl Validator<'_> {
         if upstream_connect >= upstream_response
             && let Some(c) = &t.upstream_connect
         {
-            let text = format!(
-                "{:?}",
-                humantime::format_duration(upstream_connect).to_string()
-            );
-            self.problem(
+            self.bad_duration(
                 "timeouts.upstream_connect",
-                Some(text),
-                Some(c.span()),
+                c,
                 "must be shorter than timeouts.upstream_response, or a node that does not \
                  answer would give a 504 instead of moving on to the next node",
             );
@@ -568,6 +839,69 @@ impl Validator<'_> {
             max_replays,
         }
     }
+}
+
+/// The probe a role gets when `[health.<role>]` says nothing.
+fn default_probe(role: Role) -> Probe {
+    Probe {
+        path: match role {
+            Role::Gevent => "/websocket/health",
+            Role::Interactive | Role::Cron => "/web/health",
+        }
+        .into(),
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(3),
+        status: 200,
+        rise: 2,
+        fall: 3,
+    }
+}
+
+/// A role's probe as `[health.<role>]` sets it, which its nodes'
+/// `[nodes.health]` tables override.
+struct RoleProbe<'f> {
+    /// `health.interactive` or `health.gevent`, for problem keys.
+    table: &'static str,
+    file: &'f FileProbe,
+    probe: Probe,
+    /// Its interval and timeout were accepted (or absent), so a node's may be
+    /// checked against them.
+    timing_ok: bool,
+}
+
+/// Checks a probe target: an origin-form path and query, kept as written.
+fn check_probe_path(text: &str) -> Result<(), &'static str> {
+    if !text.starts_with('/') {
+        return Err("must start with '/', such as \"/web/health\"");
+    }
+    // The parser stops at '#' and drops the rest; sent as written, it must
+    // parse back to itself.
+    match text.parse::<PathAndQuery>() {
+        Ok(pq) if pq.as_str() == text => Ok(()),
+        _ => Err("not a valid path and query (no spaces, no '#')"),
+    }
+}
+
+/// Reads `health.maintenance_page`: a regular file of at most 1 MiB.
+fn read_maintenance_page(path: &str) -> Result<Bytes, String> {
+    // Checked before opening: opening a FIFO would block the load.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let too_large = |len: u64| format!("{len} bytes: a maintenance page may have at most 1 MiB");
+    if meta.len() > MAX_MAINTENANCE_PAGE {
+        return Err(too_large(meta.len()));
+    }
+    let mut page = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_MAINTENANCE_PAGE + 1).read_to_end(&mut page))
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    // It may have grown since `metadata`.
+    if page.len() as u64 > MAX_MAINTENANCE_PAGE {
+        return Err(too_large(page.len() as u64));
+    }
+    Ok(Bytes::from(page))
 }
 
 /// Checks `host:port` where host is an IP, a bracketed IPv6 or a DNS name.

@@ -34,9 +34,10 @@ pub use body::{RequestBody, UpstreamBody};
 pub use headers::{ClientInfo, Scheme};
 pub use reply::ReplyBody;
 
-use crate::config::{Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
+use crate::config::{self, Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
-use crate::pool::{Node, Topology};
+use crate::health;
+use crate::pool::{Lease, Node, Pool, Refusal, Topology};
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
 use crate::static_files::{Lookup, StaticFiles};
@@ -50,6 +51,10 @@ pub struct Edge {
     pub forwarding: Forwarding,
     pub cookies: CookieFlags,
     pub retries: Retries,
+    /// Retry-After and the maintenance page of a pool with no healthy node.
+    pub health: config::Health,
+    /// Retry-After when every worker is busy.
+    pub admission: config::Admission,
     /// `/<module>/static/...` from the addons paths; `None` when none is configured.
     pub statics: Option<Arc<StaticFiles>>,
     /// Where X-Accel-Redirect targets are found; `None` when not configured.
@@ -67,6 +72,8 @@ impl Edge {
             forwarding: config.forwarding.clone(),
             cookies: config.cookies.clone(),
             retries: config.retries.clone(),
+            health: config.health.clone(),
+            admission: config.admission.clone(),
             statics: StaticFiles::new(&config.statics).map(Arc::new),
             filestore: config.filestore.clone(),
             lifecycle,
@@ -111,7 +118,7 @@ pub async fn handle(
             } else {
                 debug!(%method, path = uri.path(), peer = %client.peer, status = status.as_u16(), cause = %err, "request refused");
             }
-            error_response(status)
+            edge.error_response(&err)
         }
     }
 }
@@ -160,26 +167,36 @@ async fn forward(
     let pool = edge.topology.pool(route);
     let replayable = edge.retries.methods.contains(&parts.method);
     let mut replays = 0;
+    let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
-    for node in pool.candidates() {
-        let request = upstream_request(&parts, node, &target, &body);
+    loop {
+        // Bounded: each turn tries a node not tried before.
+        let lease = match pool.acquire(&tried).await {
+            Ok(lease) => lease,
+            Err(refusal) => return Err(last_error.unwrap_or(refused(pool, refusal))),
+        };
+        tried.push(lease.index());
+        let node = lease.node().clone();
+        let request = upstream_request(&parts, &node, &target, &body);
         let sent = tokio::time::timeout(
             edge.timeouts.upstream_response,
             node.endpoint.send(request, edge.timeouts.upstream_connect),
         );
         match sent.await {
             Ok(Ok((response, mut driver))) => {
+                node.record_answer();
                 return driver
                     .drive(response_filter(
                         edge,
                         response,
                         scheme,
-                        node,
+                        lease,
                         (&parts.method, &parts.headers),
                     ))
                     .await;
             }
             Err(_) => {
+                health::passive_failure(&edge.topology, &node, "no reply in time");
                 // Not replayed: the node may still be working on it (a long report).
                 return Err(ProxyError::UpstreamTimeout {
                     node: node.name.clone(),
@@ -187,10 +204,13 @@ async fn forward(
                 });
             }
             Ok(Err(SendError::Connect(e))) => {
+                // Nothing was sent: any method may go to the next node.
+                let detail = format!("{}: connect: {e}", node.name);
+                health::passive_failure(&edge.topology, &node, &detail);
                 warn!(node = %node.name, cause = %e, "node unreachable; trying the next one");
                 last_error = Some(ProxyError::NoUpstream {
                     pool: pool.name,
-                    last: format!("{}: connect: {e}", node.name),
+                    last: detail,
                 });
             }
             Ok(Err(SendError::Sent(e))) => {
@@ -198,6 +218,7 @@ async fn forward(
                     node: node.name.clone(),
                     detail: error_chain(&e),
                 };
+                health::passive_failure(&edge.topology, &node, &err.to_string());
                 if !replayable || replays >= edge.retries.max_replays {
                     return Err(err);
                 }
@@ -207,10 +228,50 @@ async fn forward(
             }
         }
     }
-    Err(last_error.unwrap_or(ProxyError::NoUpstream {
-        pool: pool.name,
-        last: "the pool has no node".into(),
-    }))
+}
+
+/// The error for a pool that gave a request no node.
+pub(crate) fn refused(pool: &Pool, refusal: Refusal) -> ProxyError {
+    match refusal {
+        Refusal::AllDown => ProxyError::Unavailable { pool: pool.name },
+        Refusal::QueueFull => ProxyError::Overloaded {
+            pool: pool.name,
+            detail: "every worker busy and the queue full",
+        },
+        Refusal::QueueTimeout => ProxyError::Overloaded {
+            pool: pool.name,
+            detail: "no worker free within admission.queue_timeout",
+        },
+        Refusal::Exhausted => ProxyError::NoUpstream {
+            pool: pool.name,
+            last: "every node was tried".into(),
+        },
+    }
+}
+
+impl Edge {
+    /// The page for an error: the maintenance page (when configured) for a
+    /// pool with no node, `Retry-After` on every 503.
+    pub fn error_response(&self, err: &ProxyError) -> Response<ReplyBody> {
+        let retry_after = match err {
+            ProxyError::Unavailable { .. } => self.health.retry_after,
+            ProxyError::Overloaded { .. } => self.admission.retry_after,
+            _ => return error_response(err.status()),
+        };
+        let mut response = match (err, &self.health.maintenance_page) {
+            (ProxyError::Unavailable { .. }, Some(page)) => {
+                let mut response = error_response(err.status());
+                *response.body_mut() = ReplyBody::full(page.clone());
+                response
+            }
+            _ => error_response(err.status()),
+        };
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after.as_secs().max(1)),
+        );
+        response
+    }
 }
 
 /// The request as a node gets it: origin-form target, HTTP/1.1, the rewritten
@@ -239,16 +300,19 @@ async fn response_filter(
     edge: &Edge,
     response: Response<Incoming>,
     scheme: Scheme,
-    node: &Node,
+    lease: Lease,
     request: (&Method, &http::HeaderMap),
 ) -> Result<Response<ReplyBody>, ProxyError> {
+    let node = lease.node().clone();
     let (mut parts, body) = response.into_parts();
     headers::to_client(&mut parts.headers, scheme, &edge.cookies);
     if accel::target(&parts.headers).is_some()
         && matches!(parts.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT)
     {
-        // Odoo's body is empty (Content-Length: 0): the edge sends the file.
+        // Odoo's body is empty (Content-Length: 0): the edge sends the file,
+        // and the node's worker is free.
         drop(body);
+        drop(lease);
         let (method, headers) = request;
         return accel::serve(
             edge.filestore.as_deref(),
@@ -261,7 +325,7 @@ async fn response_filter(
     }
     // Internal headers never reach a client, whatever the reply.
     accel::strip_internal(&mut parts.headers);
-    let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response)
+    let body = ReplyBody::from_upstream(body, &edge.limits, edge.timeouts.upstream_response, lease)
         .await
         .map_err(|detail| ProxyError::BadGateway {
             node: node.name.clone(),

@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 
 use super::body;
 use crate::config::Limits;
+use crate::pool::Lease;
 use crate::spool::{self, FileRange, Spool};
 
 /// Replies declared this small are read whole before the client gets the head.
@@ -67,10 +68,14 @@ impl ReplyBody {
     /// client a clean 502 (the `Err`). Otherwise what is already readable is
     /// taken at once, and a pump task goes on reading from the node while the
     /// client reads from the buffer.
+    ///
+    /// `lease` is the node's worker: held until the node's reply has been
+    /// read off it, here or by the pump.
     pub async fn from_upstream(
         mut body: Incoming,
         limits: &Limits,
         idle: Duration,
+        lease: Lease,
     ) -> Result<ReplyBody, String> {
         if body.is_end_stream() {
             return Ok(ReplyBody::Full(None));
@@ -118,6 +123,7 @@ impl ReplyBody {
         });
         tokio::spawn(pump(
             body,
+            lease,
             shared.clone(),
             PumpLimits {
                 memory: limits.response_buffer,
@@ -227,7 +233,9 @@ impl Shared {
     }
 }
 
-async fn pump(mut body: Incoming, shared: Arc<Shared>, limits: PumpLimits) {
+async fn pump(mut body: Incoming, lease: Lease, shared: Arc<Shared>, limits: PumpLimits) {
+    // Released whichever way the pump ends: the node is done with the request.
+    let _lease = lease;
     let mut spool: Option<Spool> = None;
     loop {
         let next = tokio::select! {

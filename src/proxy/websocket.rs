@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 
 use super::{ClientInfo, Edge, ReplyBody, error_chain, error_response, headers, tunnel};
 use crate::error::ProxyError;
-use crate::pool::Node;
+use crate::health;
+use crate::pool::{Lease, Node};
 use crate::router::Route;
 
 /// Longest wait for a node's answer to a websocket handshake.
@@ -65,19 +66,37 @@ pub async fn tunnel(
     let target = super::origin_form(&parts.uri);
 
     let pool = edge.topology.pool(route);
-    let mut last = String::from("the pool has no node");
-    for node in pool.candidates() {
-        let stream = match connect(node, edge).await {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last: Option<ProxyError> = None;
+    loop {
+        // Bounded: each turn tries a node not tried before. The lease is held
+        // until the node answers the handshake; a tunnel holds no worker.
+        let lease = match pool.acquire(&tried).await {
+            Ok(lease) => lease,
+            Err(refusal) => {
+                let err = last.unwrap_or(super::refused(pool, refusal));
+                warn!(cause = %err, "websocket not opened");
+                return edge.error_response(&err);
+            }
+        };
+        tried.push(lease.index());
+        let node = lease.node().clone();
+        let stream = match connect(&node, edge).await {
             Ok(stream) => stream,
             Err(e) => {
+                health::passive_failure(&edge.topology, &node, &e);
                 warn!(node = %node.name, cause = %e, "websocket: node unreachable; trying the next one");
-                last = e;
+                last = Some(ProxyError::NoUpstream {
+                    pool: pool.name,
+                    last: format!("{}: {e}", node.name),
+                });
                 continue;
             }
         };
         let response = match handshake(stream, &parts.headers, &target, edge).await {
             Ok(response) => response,
             Err(detail) => {
+                health::passive_failure(&edge.topology, &node, &detail);
                 let err = ProxyError::BadGateway {
                     node: node.name.clone(),
                     detail,
@@ -86,14 +105,9 @@ pub async fn tunnel(
                 return error_response(err.status());
             }
         };
-        return relay(edge, response, on_client, scheme, node).await;
+        node.record_answer();
+        return relay(edge, response, on_client, scheme, lease).await;
     }
-    let err = ProxyError::NoUpstream {
-        pool: pool.name,
-        last,
-    };
-    warn!(cause = %err, "websocket not opened");
-    error_response(err.status())
 }
 
 async fn connect(node: &Node, edge: &Edge) -> Result<TcpStream, String> {
@@ -140,8 +154,9 @@ async fn relay(
     mut response: Response<Incoming>,
     on_client: hyper::upgrade::OnUpgrade,
     scheme: headers::Scheme,
-    node: &Node,
+    lease: Lease,
 ) -> Response<ReplyBody> {
+    let node = lease.node().clone();
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         debug!(
             node = %node.name,
@@ -151,7 +166,7 @@ async fn relay(
         let method = http::Method::GET;
         let no_conditions = HeaderMap::new();
         let request = (&method, &no_conditions);
-        return match super::response_filter(edge, response, scheme, node, request).await {
+        return match super::response_filter(edge, response, scheme, lease, request).await {
             Ok(response) => response,
             Err(err) => {
                 warn!(cause = %err, "websocket refusal not relayed");
@@ -167,6 +182,7 @@ async fn relay(
     if scheme == headers::Scheme::Https {
         headers::secure_session_cookie(out.headers_mut(), &edge.cookies);
     }
+    drop(lease);
     let idle = edge.timeouts.websocket_idle;
     let node = node.name.clone();
     let stop = edge.lifecycle.graceful.clone();

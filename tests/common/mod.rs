@@ -190,6 +190,13 @@ impl ClusterBuilder {
         }
         text.push('\n');
         text.push_str(&self.extra);
+        // Probes off the clock unless a test sets them: request and
+        // connection counts then stay exact.
+        for role in ["interactive", "gevent"] {
+            if !self.extra.contains(&format!("[health.{role}]")) {
+                text.push_str(&format!("\n[health.{role}]\ninterval = \"1h\"\n"));
+            }
+        }
         let mut config = odoo_edge::config::parse(&text)
             .unwrap_or_else(|e| panic!("test config must be valid: {e}\n---\n{text}"));
         if let Some(tweak) = self.tweak {

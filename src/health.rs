@@ -1,0 +1,175 @@
+//! Active and passive health checks: they decide which nodes are in a pool.
+//!
+//! Every routed node gets a probe task: `GET /web/health` on interactive
+//! nodes, `GET /websocket/health` on gevent nodes (configurable per role and
+//! per node), every `interval`, passed when the status is the expected one
+//! within `timeout`. `rise` passes in a row bring a down node up; `fall`
+//! failures in a row take it down, and failures of live traffic (refused,
+//! reset, no reply in time) count towards `fall` as probe failures do. A
+//! request the node answers breaks the failure streak; only probes bring a
+//! down node back. One log line per change of state, never per probe.
+//!
+//! Cron nodes (`http_enable = False`) have no HTTP port: no probe task, no
+//! connection, ever.
+//!
+//! # Probes and busy workers
+//!
+//! On a prefork node a probe takes a worker like any request, so it takes a
+//! worker slot of the node's admission control: the edge never has more
+//! connections to a node than `workers`, probes included. When every slot is
+//! held by requests the edge sent, the probe is skipped, neither a pass nor a
+//! failure: the node is visibly working, and its health is judged by those
+//! requests themselves (passive checks). A probe that could only time out in
+//! the node's backlog behind a long report would be a false "down".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, header};
+use http_body_util::BodyExt as _;
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, info, warn};
+
+use crate::pool::{Node, Pool, Topology, Transition};
+use crate::proxy::UpstreamBody;
+use crate::shutdown::Lifecycle;
+
+/// Starts one probe task per routed node; they stop at the graceful stop.
+pub fn spawn(topology: &Topology, connect_timeout: Duration, lifecycle: &Lifecycle) {
+    let interactive = &topology.interactive;
+    let mut nodes: Vec<Arc<Node>> = interactive.nodes.clone();
+    for node in &topology.bus.nodes {
+        if !nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+            nodes.push(node.clone());
+        }
+    }
+    for node in nodes {
+        let pools: Vec<Arc<Pool>> = topology.pools_of(&node).cloned().collect();
+        // The slot a probe needs on a worker-limited node.
+        let slot = interactive
+            .nodes
+            .iter()
+            .position(|n| Arc::ptr_eq(n, &node))
+            .map(|index| (interactive.clone(), index));
+        let graceful = lifecycle.graceful.clone();
+        lifecycle.tasks.spawn(async move {
+            tokio::select! {
+                _ = graceful.cancelled() => {}
+                _ = probe_loop(node, pools, slot, connect_timeout) => {}
+            }
+        });
+    }
+}
+
+async fn probe_loop(
+    node: Arc<Node>,
+    pools: Vec<Arc<Pool>>,
+    slot: Option<(Arc<Pool>, usize)>,
+    connect_timeout: Duration,
+) {
+    // Nodes start up, and live traffic finds a dead one at once (refused
+    // connections count): the first probe comes one interval in.
+    let first = tokio::time::Instant::now() + node.probe.interval;
+    let mut ticks = tokio::time::interval_at(first, node.probe.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let lease = match &slot {
+            Some((pool, index)) => match pool.try_acquire_node(*index) {
+                Some(lease) => Some(lease),
+                None => {
+                    debug!(node = %node.name, "probe skipped: every worker is busy with edge requests");
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let outcome = probe(&node, connect_timeout).await;
+        drop(lease);
+        let transition = match &outcome {
+            Ok(()) => node.record_pass(),
+            Err(reason) => {
+                debug!(node = %node.name, %reason, "probe failed");
+                node.record_failure()
+            }
+        };
+        if let Some(transition) = transition {
+            report(
+                &node,
+                transition,
+                outcome.err().as_deref().unwrap_or("probe passed"),
+            );
+            for pool in &pools {
+                pool.refresh();
+            }
+        }
+    }
+}
+
+/// One probe: the expected status within the timeout, body read to its end.
+async fn probe(node: &Node, connect_timeout: Duration) -> Result<(), String> {
+    let probe = &node.probe;
+    let mut request = Request::new(UpstreamBody::empty());
+    *request.uri_mut() = probe.path.parse().map_err(|e| format!("path: {e}"))?;
+    if let Ok(host) = header::HeaderValue::from_str(&node.address) {
+        request.headers_mut().insert(header::HOST, host);
+    }
+    request.headers_mut().insert(
+        header::USER_AGENT,
+        header::HeaderValue::from_static("odoo-edge-health"),
+    );
+    let attempt = async {
+        let (response, mut driver) = node
+            .endpoint
+            .send(request, connect_timeout.min(probe.timeout))
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        driver
+            .drive(response.into_body().collect())
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?;
+        if status.as_u16() == probe.status {
+            Ok(())
+        } else {
+            Err(format!(
+                "status {} (expected {})",
+                status.as_u16(),
+                probe.status
+            ))
+        }
+    };
+    match tokio::time::timeout(probe.timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no complete reply within {:?}", probe.timeout)),
+    }
+}
+
+/// Counts a failure of live traffic to `node` (refused, reset, no reply).
+pub fn passive_failure(topology: &Topology, node: &Arc<Node>, reason: &str) {
+    if let Some(transition) = node.record_failure() {
+        report(node, transition, reason);
+        for pool in topology.pools_of(node) {
+            pool.refresh();
+        }
+    }
+}
+
+fn report(node: &Node, transition: Transition, reason: &str) {
+    let role = node.role;
+    match transition {
+        Transition::Up => info!(
+            node = %node.name,
+            %role,
+            "node up: {} checks passed in a row",
+            node.probe.rise
+        ),
+        Transition::Down => warn!(
+            node = %node.name,
+            %role,
+            %reason,
+            "node down: {} failures in a row",
+            node.probe.fall
+        ),
+    }
+}
