@@ -18,7 +18,9 @@
 //!             ├─ websocket upgrade? ─► proxy::websocket ─► 101 ─► proxy::tunnel (splice)
 //!             ├─ proxy::body::collect   whole body: memory, then spool file; 413 over the cap
 //!             ├─ proxy::headers         X-Forwarded-*, hop-by-hop
-//!             ├─ pool::Pool::candidates round robin; refused → next; replay only GET/HEAD
+//!             ├─ pool::Pool::acquire    a free worker on a healthy node (fewest in flight),
+//!             │                           else wait in the FIFO queue; refused → next node;
+//!             │                           replay only GET/HEAD
 //!             ├─ upstream::Endpoint     connect (or reuse a kept-alive connection), send
 //!             ├─ proxy::accel           X-Accel-Redirect reply → stream the filestore file itself
 //!             └─ proxy::reply           drain the node at its pace, feed the client at its own
@@ -35,7 +37,10 @@
 //! * `listener`: bind, accept, serve connections; client-side timeouts.
 //! * `router`: path → route; pure.
 //! * `proxy`: the request phases; `body`, `headers`, `reply`, `accel`, `websocket`, `tunnel`.
-//! * `pool`: nodes by role, round robin.
+//! * `pool`: nodes by role; admission control (workers per node, one FIFO
+//!   queue), membership (up, draining).
+//! * `health`: active probes and passive failure counting; rise and fall.
+//! * `reload`: what SIGHUP changes in a running edge (drain flags).
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.
 //! * `sendfile`: file-range bodies on plain client connections go out with

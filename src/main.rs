@@ -87,6 +87,31 @@ fn check(path: &Path) -> ExitCode {
         count(Role::Gevent),
         count(Role::Cron),
     );
+    let draining: Vec<&str> = config
+        .nodes
+        .iter()
+        .filter(|n| n.drain)
+        .map(|n| n.name.as_str())
+        .collect();
+    if !draining.is_empty() {
+        println!("odoo-edge: draining: {}", draining.join(", "));
+    }
+    let health = &config.health;
+    let admission = &config.admission;
+    println!(
+        "odoo-edge: health: {} every {} (rise {}, fall {}); when all nodes are down: {}; \
+         queue: {} requests, {} at most",
+        health.interactive.path,
+        humantime::format_duration(health.interactive.interval),
+        health.interactive.rise,
+        health.interactive.fall,
+        match health.when_all_down {
+            odoo_edge::config::WhenAllDown::Open => "route anyway (open)",
+            odoo_edge::config::WhenAllDown::Closed => "503 (closed)",
+        },
+        admission.queue_length,
+        humantime::format_duration(admission.queue_timeout),
+    );
     ExitCode::SUCCESS
 }
 

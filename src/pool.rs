@@ -164,6 +164,15 @@ pub struct Pool {
     state: Mutex<State>,
 }
 
+/// Which nodes a pool uses now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Those up and not draining.
+    Up,
+    /// None is up and the pool fails open: every node not draining.
+    AllLive,
+}
+
 #[derive(Debug, Default)]
 struct State {
     in_flight: Vec<u32>,
@@ -241,34 +250,34 @@ impl Pool {
         self.lock().waiters.len()
     }
 
-    /// Which nodes may take requests: up and not draining; when none is up,
-    /// every non-draining node if the pool fails open. `None`: none may.
-    fn eligible(&self) -> Option<Vec<bool>> {
-        let live: Vec<bool> = self.nodes.iter().map(|n| !n.is_draining()).collect();
-        let up: Vec<bool> = self
-            .nodes
-            .iter()
-            .zip(&live)
-            .map(|(n, &live)| live && n.is_up())
-            .collect();
-        if up.iter().any(|&u| u) {
-            Some(up)
-        } else if self.settings.when_all_down == WhenAllDown::Open && live.iter().any(|&l| l) {
-            Some(live)
-        } else {
-            None
+    /// Which nodes may take requests now; `None`: none may.
+    fn membership(&self) -> Option<Membership> {
+        let mut live = false;
+        for node in &self.nodes {
+            if !node.is_draining() {
+                if node.is_up() {
+                    return Some(Membership::Up);
+                }
+                live = true;
+            }
         }
+        (live && self.settings.when_all_down == WhenAllDown::Open).then_some(Membership::AllLive)
+    }
+
+    fn eligible(&self, i: usize, membership: Membership) -> bool {
+        let node = &self.nodes[i];
+        !node.is_draining() && (membership == Membership::AllLive || node.is_up())
     }
 
     /// The node for the next request: eligible, not excluded, a free worker,
     /// fewest in flight; round robin among ties.
-    fn pick(&self, state: &mut State, eligible: &[bool], exclude: &[usize]) -> Option<usize> {
+    fn pick(&self, state: &mut State, membership: Membership, exclude: &[usize]) -> Option<usize> {
         let n = self.nodes.len();
         let start = state.next;
         let mut best: Option<usize> = None;
         for offset in 0..n {
             let i = (start + offset) % n;
-            if !eligible[i] || exclude.contains(&i) {
+            if exclude.contains(&i) || !self.eligible(i, membership) {
                 continue;
             }
             if self.settings.limited && state.in_flight[i] >= self.nodes[i].workers.max(1) {
@@ -290,19 +299,16 @@ impl Pool {
     pub async fn acquire(self: &Arc<Self>, exclude: &[usize]) -> Result<Lease, Refusal> {
         let (id, rx) = {
             let mut state = self.lock();
-            let Some(eligible) = self.eligible() else {
+            let Some(membership) = self.membership() else {
                 return Err(Refusal::AllDown);
             };
-            if !eligible
-                .iter()
-                .enumerate()
-                .any(|(i, &e)| e && !exclude.contains(&i))
+            if !(0..self.nodes.len()).any(|i| !exclude.contains(&i) && self.eligible(i, membership))
             {
                 return Err(Refusal::Exhausted);
             }
             // First come, first served: nobody overtakes a waiting request.
             if state.waiters.is_empty()
-                && let Some(index) = self.pick(&mut state, &eligible, exclude)
+                && let Some(index) = self.pick(&mut state, membership, exclude)
             {
                 return Ok(Lease {
                     pool: self.clone(),
@@ -385,7 +391,7 @@ impl Pool {
         if state.waiters.is_empty() {
             return handoffs;
         }
-        let Some(eligible) = self.eligible() else {
+        let Some(membership) = self.membership() else {
             // Dropping the senders tells every waiter.
             state.waiters.clear();
             return handoffs;
@@ -393,7 +399,7 @@ impl Pool {
         let mut i = 0;
         while i < state.waiters.len() {
             let exclude = std::mem::take(&mut state.waiters[i].exclude);
-            match self.pick(state, &eligible, &exclude) {
+            match self.pick(state, membership, &exclude) {
                 Some(index) => {
                     let waiter = state.waiters.remove(i).expect("index in range");
                     handoffs.push((
@@ -406,7 +412,7 @@ impl Pool {
                 }
                 None => {
                     state.waiters[i].exclude = exclude;
-                    if !self.has_free_worker(state, &eligible) {
+                    if !self.has_free_worker(state, membership) {
                         break;
                     }
                     i += 1;
@@ -416,10 +422,11 @@ impl Pool {
         handoffs
     }
 
-    fn has_free_worker(&self, state: &State, eligible: &[bool]) -> bool {
+    fn has_free_worker(&self, state: &State, membership: Membership) -> bool {
         !self.settings.limited
-            || (0..self.nodes.len())
-                .any(|i| eligible[i] && state.in_flight[i] < self.nodes[i].workers.max(1))
+            || (0..self.nodes.len()).any(|i| {
+                self.eligible(i, membership) && state.in_flight[i] < self.nodes[i].workers.max(1)
+            })
     }
 
     fn hand_over(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
@@ -522,3 +529,6 @@ impl Topology {
             .filter(move |p| p.nodes.iter().any(|n| Arc::ptr_eq(n, node)))
     }
 }
+
+#[cfg(test)]
+mod tests;

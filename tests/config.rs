@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use odoo_edge::config::{self, ConfigError, Role};
+use odoo_edge::config::{self, ConfigError, Probe, Role, WhenAllDown};
 
 const EXAMPLE: &str = include_str!("../config/odoo-edge.example.toml");
 
@@ -90,6 +90,23 @@ fn the_example_shows_every_default() {
         format!("{:?}", minimal.retries)
     );
     assert_eq!(example.worker_threads, minimal.worker_threads);
+    assert_eq!(
+        format!("{:?}", example.health),
+        format!("{:?}", minimal.health)
+    );
+    assert_eq!(
+        format!("{:?}", example.admission),
+        format!("{:?}", minimal.admission)
+    );
+    for node in example.nodes.iter().filter(|n| n.role != Role::Cron) {
+        let same_role = minimal
+            .nodes
+            .iter()
+            .find(|n| n.role == node.role)
+            .expect("the minimal config has every routed role");
+        assert_eq!(node.probe, same_role.probe, "node {}", node.name);
+        assert_eq!(node.drain, same_role.drain, "node {}", node.name);
+    }
     assert_eq!(
         example.timeouts.upstream_response,
         config::DEFAULT_UPSTREAM_RESPONSE
@@ -440,4 +457,527 @@ fn put_and_delete_are_refused_as_retry_methods() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found[0].starts_with("retries.methods[1] = \"PUT\" (line 11): not a safe method"));
     assert!(found[1].starts_with("retries.methods[2] = \"DELETE\" (line 11): not a safe method"));
+}
+
+// === health checks, admission control, drain ===
+
+/// `BASE` plus a gevent node on lines 10 to 13, so that neither pool is empty.
+fn with_bus(extra: &str) -> String {
+    format!(
+        "{BASE}\n[[nodes]]\nname = \"bus\"\naddress = \"10.0.0.11:8072\"\nrole = \"gevent\"\n{extra}"
+    )
+}
+
+/// The probe a role gets when the file says nothing about it.
+fn default_probe(path: &str) -> Probe {
+    Probe {
+        path: path.into(),
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(3),
+        status: 200,
+        rise: 2,
+        fall: 3,
+    }
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// The one problem of `BASE` followed by `extra` (from line 9 on).
+fn only_problem(extra: &str) -> String {
+    let found = problems(&format!("{BASE}{extra}"));
+    assert_eq!(
+        found.len(),
+        1,
+        "one problem expected for {extra:?}: {found:?}"
+    );
+    found.into_iter().next().expect("one problem")
+}
+
+#[test]
+fn without_health_or_admission_sections_the_defaults_apply() {
+    let config = config::parse(&with_bus("")).expect("a valid config");
+    let health = &config.health;
+    assert_eq!(health.interactive, default_probe("/web/health"));
+    assert_eq!(health.gevent, default_probe("/websocket/health"));
+    assert_eq!(health.when_all_down, WhenAllDown::Open);
+    assert!(health.maintenance_page.is_none());
+    assert_eq!(health.retry_after, secs(30));
+    assert_eq!(config.admission.queue_length, 1000);
+    assert_eq!(config.admission.queue_timeout, secs(60));
+    assert_eq!(config.admission.retry_after, secs(5));
+    let nodes: Vec<(&str, bool, &Probe)> = config
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.drain, &n.probe))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("web", false, &default_probe("/web/health")),
+            ("bus", false, &default_probe("/websocket/health")),
+        ]
+    );
+}
+
+#[test]
+fn every_key_is_read_and_node_overrides_merge_key_by_key() {
+    let page = temp_config("<h1>Back soon</h1>");
+    let text = format!(
+        r#"[[listeners]]
+address = "127.0.0.1:8080"
+
+[health]
+when_all_down = "closed"
+maintenance_page = "{page}"
+retry_after = "2m"
+
+[health.interactive]
+path = "/web/health?db_server_status=1"
+interval = "10s"
+timeout = "4s"
+status = 204
+rise = 4
+fall = 5
+
+[health.gevent]
+path = "/websocket/health"
+interval = "20s"
+timeout = "2s"
+status = 200
+rise = 1
+fall = 2
+
+[admission]
+queue_length = 0
+queue_timeout = "90s"
+retry_after = "7s"
+
+[[nodes]]
+name = "web1"
+address = "10.0.0.11:8069"
+role = "interactive"
+workers = 4
+
+[[nodes]]
+name = "web2"
+address = "10.0.0.12:8069"
+role = "interactive"
+workers = 4
+drain = true
+[nodes.health]
+interval = "30s"
+fall = 9
+
+[[nodes]]
+name = "bus"
+address = "10.0.0.11:8072"
+role = "gevent"
+health = {{ path = "/websocket/health?x=1", timeout = "15s" }}
+
+[[nodes]]
+name = "cron"
+address = "10.0.0.13:8069"
+role = "cron"
+drain = false
+"#,
+        page = path_str(page.path())
+    );
+    let config = config::parse(&text).expect("a valid config");
+    let web = Probe {
+        path: "/web/health?db_server_status=1".into(),
+        interval: secs(10),
+        timeout: secs(4),
+        status: 204,
+        rise: 4,
+        fall: 5,
+    };
+    let bus = Probe {
+        path: "/websocket/health".into(),
+        interval: secs(20),
+        timeout: secs(2),
+        status: 200,
+        rise: 1,
+        fall: 2,
+    };
+    assert_eq!(config.health.interactive, web);
+    assert_eq!(config.health.gevent, bus);
+    assert_eq!(config.health.when_all_down, WhenAllDown::Closed);
+    assert_eq!(
+        config.health.maintenance_page.as_deref(),
+        Some(&b"<h1>Back soon</h1>"[..])
+    );
+    assert_eq!(config.health.retry_after, secs(120));
+    assert_eq!(config.admission.queue_length, 0);
+    assert_eq!(config.admission.queue_timeout, secs(90));
+    assert_eq!(config.admission.retry_after, secs(7));
+
+    let nodes: Vec<(&str, bool, Probe)> = config
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.drain, n.probe.clone()))
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("web1", false, web.clone()),
+            (
+                "web2",
+                true,
+                Probe {
+                    interval: secs(30),
+                    fall: 9,
+                    ..web
+                }
+            ),
+            (
+                "bus",
+                false,
+                Probe {
+                    path: "/websocket/health?x=1".into(),
+                    timeout: secs(15),
+                    ..bus
+                }
+            ),
+            // Never probed: the interactive defaults, not [health.interactive].
+            ("cron", false, default_probe("/web/health")),
+        ]
+    );
+}
+
+#[test]
+fn an_inline_node_health_table_is_the_same_as_a_sub_table() {
+    let inline = config::parse(&format!(
+        "{BASE}health = {{ interval = \"10s\", rise = 3 }}\n"
+    ))
+    .expect("inline form is valid");
+    let table = config::parse(&format!(
+        "{BASE}[nodes.health]\ninterval = \"10s\"\nrise = 3\n"
+    ))
+    .expect("table form is valid");
+    let expected = Probe {
+        interval: secs(10),
+        rise: 3,
+        ..default_probe("/web/health")
+    };
+    assert_eq!(inline.nodes[0].probe, expected);
+    assert_eq!(table.nodes[0].probe, expected);
+}
+
+#[test]
+fn health_and_admission_values_at_their_bounds_are_accepted() {
+    for extra in [
+        "[health]\nretry_after = \"1s\"\n[admission]\nretry_after = \"1day\"\n",
+        "[health]\nretry_after = \"1day\"\n[admission]\nretry_after = \"1s\"\n",
+        "[health.interactive]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
+        "[health.interactive]\ninterval = \"1h\"\ntimeout = \"1h\"\n",
+        "[health.interactive]\nstatus = 100\nrise = 1\nfall = 100\n",
+        "[health.interactive]\nstatus = 599\nrise = 100\nfall = 1\n",
+        "[health.gevent]\npath = \"/\"\n",
+        "[admission]\nqueue_length = 0\nqueue_timeout = \"7days\"\n",
+        "[admission]\nqueue_length = 1000000\nqueue_timeout = \"1ms\"\n",
+    ] {
+        let text = format!("{BASE}\n{extra}");
+        if let Err(err) = config::parse(&text) {
+            panic!("{extra:?} must be accepted: {err}");
+        }
+    }
+}
+
+#[test]
+fn each_probe_rule_names_key_value_and_line() {
+    let cases = [
+        (
+            "[health.interactive]\npath = \"web/health\"\n",
+            r#"health.interactive.path = "web/health" (line 11): must start with '/', such as "/web/health""#,
+        ),
+        (
+            "[health.interactive]\npath = \"/web/health check\"\n",
+            r#"health.interactive.path = "/web/health check" (line 11): not a valid path and query (no spaces, no '#')"#,
+        ),
+        (
+            "[health.gevent]\npath = \"/websocket/health#x\"\n",
+            r#"health.gevent.path = "/websocket/health#x" (line 11): not a valid path and query (no spaces, no '#')"#,
+        ),
+        (
+            "[health.interactive]\ninterval = \"50ms\"\ntimeout = \"10ms\"\n",
+            r#"health.interactive.interval = "50ms" (line 11): must be 100ms to 1h"#,
+        ),
+        (
+            "[health.gevent]\ninterval = \"2h\"\n",
+            r#"health.gevent.interval = "2h" (line 11): must be 100ms to 1h"#,
+        ),
+        (
+            "[health.interactive]\ntimeout = \"0s\"\n",
+            r#"health.interactive.timeout = "0s" (line 11): must be longer than 0s"#,
+        ),
+        (
+            "[health.interactive]\ntimeout = \"6s\"\n",
+            r#"health.interactive.timeout = "6s" (line 11): must be at most the interval, 5s (default)"#,
+        ),
+        (
+            "[health.gevent]\ntimeout = \"2s\"\ninterval = \"1s\"\n",
+            r#"health.gevent.timeout = "2s" (line 11): must be at most the interval, 1s (health.gevent.interval)"#,
+        ),
+        (
+            "[health.interactive]\ninterval = \"1s\"\n",
+            r#"health.interactive.interval = "1s" (line 11): must be at least the timeout, 3s (default)"#,
+        ),
+        (
+            "[health.interactive]\nstatus = 99\n",
+            "health.interactive.status = 99 (line 11): must be 100 to 599",
+        ),
+        (
+            "[health.gevent]\nstatus = 600\n",
+            "health.gevent.status = 600 (line 11): must be 100 to 599",
+        ),
+        (
+            "[health.interactive]\nrise = 0\n",
+            "health.interactive.rise = 0 (line 11): must be 1 to 100",
+        ),
+        (
+            "[health.interactive]\nfall = 101\n",
+            "health.interactive.fall = 101 (line 11): must be 1 to 100",
+        ),
+    ];
+    for (extra, expected) in cases {
+        assert_eq!(
+            only_problem(&format!("\n{extra}")),
+            expected,
+            "for {extra:?}"
+        );
+    }
+}
+
+#[test]
+fn each_health_and_admission_rule_names_key_value_and_line() {
+    let cases = [
+        (
+            "[health]\nwhen_all_down = \"fail\"\n",
+            r#"health.when_all_down = "fail" (line 11): expected "open" or "closed""#,
+        ),
+        (
+            "[health]\nretry_after = \"500ms\"\n",
+            r#"health.retry_after = "500ms" (line 11): must be whole seconds: Retry-After is sent as a number of seconds"#,
+        ),
+        (
+            "[health]\nretry_after = \"0s\"\n",
+            r#"health.retry_after = "0s" (line 11): must be 1s to 1 day"#,
+        ),
+        (
+            "[health]\nretry_after = \"25h\"\n",
+            r#"health.retry_after = "1day 1h" (line 11): must be 1s to 1 day"#,
+        ),
+        (
+            "[admission]\nqueue_length = -1\n",
+            "admission.queue_length = -1 (line 11): must be 0 (no queue) to 1000000",
+        ),
+        (
+            "[admission]\nqueue_length = 1000001\n",
+            "admission.queue_length = 1000001 (line 11): must be 0 (no queue) to 1000000",
+        ),
+        (
+            "[admission]\nqueue_timeout = \"0s\"\n",
+            r#"admission.queue_timeout = "0s" (line 11): must be longer than 0s"#,
+        ),
+        (
+            "[admission]\nqueue_timeout = \"8days\"\n",
+            r#"admission.queue_timeout = "8days" (line 11): must be at most 7 days"#,
+        ),
+        (
+            "[admission]\nretry_after = \"1500ms\"\n",
+            r#"admission.retry_after = "1s 500ms" (line 11): must be whole seconds: Retry-After is sent as a number of seconds"#,
+        ),
+        (
+            "[admission]\nretry_after = \"2days\"\n",
+            r#"admission.retry_after = "2days" (line 11): must be 1s to 1 day"#,
+        ),
+    ];
+    for (extra, expected) in cases {
+        assert_eq!(
+            only_problem(&format!("\n{extra}")),
+            expected,
+            "for {extra:?}"
+        );
+    }
+}
+
+#[test]
+fn node_overrides_are_checked_and_the_merged_timeout_must_fit_the_interval() {
+    let cases = [
+        // The node's own value is blamed, with where the other one comes from.
+        (
+            "[nodes.health]\ntimeout = \"6s\"\n",
+            r#"nodes[0].health.timeout = "6s" (line 10): must be at most the interval, 5s (default)"#,
+        ),
+        (
+            "[nodes.health]\ninterval = \"2s\"\n\n[health.interactive]\ntimeout = \"4s\"\n",
+            r#"nodes[0].health.interval = "2s" (line 10): must be at least the timeout, 4s (health.interactive.timeout)"#,
+        ),
+        (
+            "[nodes.health]\ntimeout = \"8s\"\n\n[health.interactive]\ninterval = \"6s\"\n",
+            r#"nodes[0].health.timeout = "8s" (line 10): must be at most the interval, 6s (health.interactive.interval)"#,
+        ),
+        (
+            "health = { status = 0 }\n",
+            "nodes[0].health.status = 0 (line 9): must be 100 to 599",
+        ),
+        (
+            "health = { path = \"health\" }\n",
+            r#"nodes[0].health.path = "health" (line 9): must start with '/', such as "/web/health""#,
+        ),
+        (
+            "health = { rise = 0, fall = 3 }\n",
+            "nodes[0].health.rise = 0 (line 9): must be 1 to 100",
+        ),
+        (
+            "health = { interval = \"10ms\" }\n",
+            r#"nodes[0].health.interval = "10ms" (line 9): must be 100ms to 1h"#,
+        ),
+    ];
+    for (extra, expected) in cases {
+        assert_eq!(only_problem(extra), expected, "for {extra:?}");
+    }
+    // A node that shortens the role's interval below the role's timeout
+    // breaks the rule only on that node; the role itself is fine.
+    let text = format!(
+        "{BASE}[nodes.health]\ninterval = \"1s\"\n\n[health.interactive]\ninterval = \"1s\"\ntimeout = \"1s\"\n"
+    );
+    assert!(
+        config::parse(&text).is_ok(),
+        "interval 1s = timeout 1s is valid"
+    );
+}
+
+#[test]
+fn a_bad_role_table_is_reported_once_not_again_for_each_node() {
+    let text =
+        format!("{BASE}[nodes.health]\nrise = 3\n\n[health.interactive]\ntimeout = \"9s\"\n");
+    assert_eq!(
+        problems(&text),
+        [
+            r#"health.interactive.timeout = "9s" (line 13): must be at most the interval, 5s (default)"#
+        ]
+    );
+}
+
+#[test]
+fn every_health_and_admission_problem_is_reported_at_once() {
+    let text = format!(
+        r#"{BASE}[nodes.health]
+timeout = "0s"
+status = 1000
+
+[health]
+when_all_down = "maybe"
+retry_after = "100ms"
+
+[health.gevent]
+path = "websocket/health"
+fall = 0
+
+[admission]
+queue_length = -5
+retry_after = "0s"
+"#
+    );
+    let found = problems(&text);
+    assert_eq!(
+        found,
+        [
+            r#"nodes[0].health.timeout = "0s" (line 10): must be longer than 0s"#,
+            "nodes[0].health.status = 1000 (line 11): must be 100 to 599",
+            r#"health.when_all_down = "maybe" (line 14): expected "open" or "closed""#,
+            r#"health.retry_after = "100ms" (line 15): must be whole seconds: Retry-After is sent as a number of seconds"#,
+            r#"health.gevent.path = "websocket/health" (line 18): must start with '/', such as "/web/health""#,
+            "health.gevent.fall = 0 (line 19): must be 1 to 100",
+            "admission.queue_length = -5 (line 22): must be 0 (no queue) to 1000000",
+            r#"admission.retry_after = "0s" (line 23): must be 1s to 1 day"#,
+        ]
+    );
+}
+
+#[test]
+fn a_maintenance_page_must_be_an_existing_regular_file_of_at_most_1_mib() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.html");
+    let large = dir.path().join("large.html");
+    std::fs::write(&large, vec![b'x'; 1024 * 1024 + 1]).expect("write the large page");
+    let exact = dir.path().join("exact.html");
+    std::fs::write(&exact, vec![b'x'; 1024 * 1024]).expect("write the 1 MiB page");
+    let page = |path: &Path| format!("\n[health]\nmaintenance_page = \"{}\"\n", path_str(path));
+
+    assert_eq!(
+        only_problem(&page(&missing)),
+        format!(
+            "health.maintenance_page = \"{}\" (line 11): cannot be read: No such file or directory (os error 2)",
+            path_str(&missing)
+        )
+    );
+    assert_eq!(
+        only_problem(&page(dir.path())),
+        format!(
+            "health.maintenance_page = \"{}\" (line 11): not a regular file",
+            path_str(dir.path())
+        )
+    );
+    assert_eq!(
+        only_problem(&page(&large)),
+        format!(
+            "health.maintenance_page = \"{}\" (line 11): 1048577 bytes: a maintenance page may have at most 1 MiB",
+            path_str(&large)
+        )
+    );
+    let config = config::parse(&format!("{BASE}{}", page(&exact))).expect("1 MiB is accepted");
+    assert_eq!(
+        config.health.maintenance_page.map(|p| p.len()),
+        Some(1024 * 1024)
+    );
+}
+
+#[test]
+fn a_cron_node_with_a_health_table_is_refused() {
+    let cron = "\n[[nodes]]\nname = \"cron\"\naddress = \"10.0.0.13:8069\"\nrole = \"cron\"\n";
+    assert_eq!(
+        only_problem(&format!("{cron}[nodes.health]\ninterval = \"10s\"\n")),
+        "nodes[1].health (line 14): cron nodes have no HTTP port and are never probed"
+    );
+    assert_eq!(
+        only_problem(&format!("{cron}health = {{ rise = 1 }}\n")),
+        "nodes[1].health (line 14): cron nodes have no HTTP port and are never probed"
+    );
+}
+
+#[test]
+fn an_unknown_probe_key_names_the_key_and_its_line() {
+    let message = syntax_error(&format!("{BASE}[nodes.health]\nintervall = \"10s\"\n"));
+    assert!(message.contains("line 10"), "{message}");
+    assert!(message.contains("intervall"), "{message}");
+    let message = syntax_error(&format!("{BASE}\n[admission]\nqueue = 10\n"));
+    assert!(message.contains("line 11"), "{message}");
+    assert!(message.contains("queue"), "{message}");
+}
+
+#[test]
+fn draining_every_interactive_node_is_a_warning() {
+    let drained = config::parse(&format!("{BASE}drain = true\n")).expect("valid");
+    assert!(drained.nodes[0].drain);
+    assert!(
+        drained
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("every interactive node has drain = true")),
+        "{:?}",
+        drained.warnings
+    );
+    let two = config::parse(&format!(
+        "{BASE}drain = true\n\n[[nodes]]\nname = \"web2\"\naddress = \"10.0.0.12:8069\"\nrole = \"interactive\"\nworkers = 2\n"
+    ))
+    .expect("valid");
+    assert!(
+        !two.warnings.iter().any(|w| w.contains("drain")),
+        "{:?}",
+        two.warnings
+    );
 }

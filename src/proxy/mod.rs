@@ -4,16 +4,19 @@
 //!    [`websocket::tunnel`]; a declared body above the cap is refused (413).
 //! 2. `read_body`: the whole request body, memory then spool ([`body`]).
 //! 3. `upstream_request_filter`: X-Forwarded-*, hop-by-hop removal ([`headers`]).
-//! 4. `upstream_peer` + send: nodes of the route's pool in round-robin order;
-//!    a refused connection moves on (nothing was sent), a failure after
-//!    sending moves on only for a replayable method, a timeout is a 504.
+//! 4. `upstream_peer` + send: a worker from the route's pool
+//!    ([`crate::pool::Pool::acquire`]: healthy node, fewest in flight, or a
+//!    wait in the queue); a refused connection moves on to a node not tried
+//!    yet (nothing was sent), a failure after sending moves on only for a
+//!    replayable method, a timeout is a 504; each counts as a passive health
+//!    failure ([`crate::health`]).
 //! 5. `response_filter`: hop-by-hop removal, cookie flags; the body is pumped
-//!    from the node as fast as it comes ([`reply`]).
+//!    from the node as fast as it comes ([`reply`]), and the worker's lease is
+//!    released once the node's reply is read off it.
 //!
 //! Static module assets are answered before step 1 ([`crate::static_files`]);
 //! an X-Accel-Redirect reply is turned into the filestore file in step 5
-//! ([`accel`]); health and admission control live behind
-//! [`crate::pool::Pool::candidates`].
+//! ([`accel`]).
 
 pub mod accel;
 pub mod body;
