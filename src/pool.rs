@@ -361,8 +361,9 @@ impl Pool {
         }
     }
 
-    /// A worker on node `index` for a probe, only if one is free and nobody
-    /// waits for it; never queued.
+    /// A worker on node `index` for a probe, only if one is free; never
+    /// queued. (A free worker with requests waiting is one they may not use:
+    /// a freed worker goes to a waiter under the same lock.)
     pub fn try_acquire_node(self: &Arc<Self>, index: usize) -> Option<Lease> {
         let mut state = self.lock();
         if self.settings.limited && state.in_flight[index] >= self.nodes[index].workers.max(1) {

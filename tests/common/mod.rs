@@ -19,7 +19,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use odoo_edge::mock_odoo::{self, MockConfig, MockHandle, Mode, Role};
+use odoo_edge::mock_odoo::{self, MockConfig, MockHandle, Mode, Role, Stats};
 use odoo_edge::{Config, Running};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -262,6 +262,50 @@ impl Cluster {
         self.mocks.iter().map(|(_, h)| h.stats.seen(id)).sum()
     }
 
+    /// The running edge: [`Running::topology`] shows node health and load,
+    /// [`Running::reload`] applies a changed config.
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("the edge is still running")
+    }
+
+    /// Stops mock node `name` as a crash would look to the edge: its listener
+    /// closes and every open connection is dropped without a reply. Returns its
+    /// address and counters, which stay readable after the node is gone.
+    pub async fn kill(&mut self, name: &str) -> Killed {
+        let pos = self
+            .mocks
+            .iter()
+            .position(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no running mock node named {name}"));
+        let (_, handle) = self.mocks.remove(pos);
+        let killed = Killed {
+            addr: handle.addr,
+            stats: handle.stats.clone(),
+        };
+        timeout(STEP, handle.shutdown())
+            .await
+            .unwrap_or_else(|_| panic!("mock node {name} must stop in time"));
+        killed
+    }
+
+    /// Starts `cfg` as a mock node on `addr` (a killed node's address, so the
+    /// edge's config still names it); [`Cluster::node`] then finds the new one.
+    pub async fn restart(&mut self, cfg: MockConfig, addr: SocketAddr) {
+        let name = cfg.name.clone();
+        let deadline = Instant::now() + STEP;
+        // Bounded by STEP: the old listener may take a moment to close.
+        let handle = loop {
+            match mock_odoo::bind(addr, cfg.clone()).await {
+                Ok(handle) => break handle,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("mock node {name} must bind {addr} again: {e}"),
+            }
+        };
+        self.mocks.push((name, handle));
+    }
+
     /// Stops the edge only, giving open requests `deadline` to finish; the nodes keep running.
     pub async fn stop_edge(&mut self, deadline: Duration) {
         let running = self.running.take().expect("the edge is still running");
@@ -285,6 +329,14 @@ impl Cluster {
         }
         drop(self.refused);
     }
+}
+
+/// A mock node stopped by [`Cluster::kill`].
+pub struct Killed {
+    /// Where it listened: [`Cluster::restart`] binds it again.
+    pub addr: SocketAddr,
+    /// Its counters up to the kill.
+    pub stats: Arc<Stats>,
 }
 
 // === HTTP client ===
