@@ -12,6 +12,11 @@
 #              proxy serves the 1 MiB attachment from the filestore
 #   bigaccel   one curl of a 1 GiB X-Accel attachment per proxy, sampling the
 #              proxy's VmRSS every 100 ms
+#   report     small GETs (wrk --latency, timed per request by
+#              benches/report.lua) through two 4-worker nodes while node-a is
+#              kept busy by 5 s "reports" sent to it directly
+#              (benches/reportload.py): nginx's round robin vs the edge's
+#              admission control
 #
 # Every proxy run uses a fresh proxy process (so its peak RSS is its own);
 # the mock nodes live for the whole run. Raw outputs, logs and configs go to
@@ -48,6 +53,13 @@ EDGE_LOG=${EDGE_LOG:-info}        # RUST_LOG for odoo-edge
 NGINX_SENDFILE=${NGINX_SENDFILE:-on} # nginx sendfile (Debian's nginx.conf: on)
 BIG_SIZE_MIB=${BIG_SIZE_MIB:-1024} # size of the bigaccel attachment (sparse file)
 BIG_RATES=${BIG_RATES-"max 128M"} # bigaccel: one curl per rate (curl --limit-rate; max: none)
+REPORT_CONNECTIONS=${REPORT_CONNECTIONS:-16} # report: wrk -c
+REPORT_WORKERS=${REPORT_WORKERS:-4} # report: prefork workers of node A and node B (and their edge workers =)
+REPORT_LOAD=${REPORT_LOAD:-$REPORT_WORKERS} # report: long requests kept in flight on node A, sent directly
+REPORT_MS=${REPORT_MS:-5000}      # report: length of one long request (mock_sleep, ms)
+REPORT_STAGGER=${REPORT_STAGGER:-1} # report: 1: the long requests start (and end) REPORT_MS/REPORT_LOAD apart; 0: all together
+REPORT_TIMEOUT=${REPORT_TIMEOUT:-60} # report: wrk --timeout (s); wrk leaves slower replies out of its latencies
+REPORT_P99_TARGET=${REPORT_P99_TARGET:-0.10} # report: p99 edge/nginx at most this ("a small fraction")
 OUT=${OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)}
 
 die() {
@@ -76,6 +88,13 @@ check_int NGINX_WORKERS "$NGINX_WORKERS" 1 64
 check_int NOFILE "$NOFILE" 1024 1048576
 check_int PROFILE_SECONDS "$PROFILE_SECONDS" 1 120
 check_int BIG_SIZE_MIB "$BIG_SIZE_MIB" 1 16384
+check_int REPORT_CONNECTIONS "$REPORT_CONNECTIONS" 1 10000
+check_int REPORT_WORKERS "$REPORT_WORKERS" 1 1000
+check_int REPORT_LOAD "$REPORT_LOAD" 1 256
+check_int REPORT_MS "$REPORT_MS" 100 600000
+check_int REPORT_TIMEOUT "$REPORT_TIMEOUT" 1 3600
+check_int REPORT_STAGGER "$REPORT_STAGGER" 0 1
+[[ $REPORT_P99_TARGET =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "REPORT_P99_TARGET=$REPORT_P99_TARGET: expected a number"
 [[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "NGINX_SENDFILE=$NGINX_SENDFILE: on or off"
 for r in $BIG_RATES; do
   [[ $r == max || $r =~ ^[0-9]+[KMG]?$ ]] || die "BIG_RATES: $r is not max or a curl --limit-rate value"
@@ -83,15 +102,19 @@ done
 [[ -n $BIG_RATES ]] || die "BIG_RATES is empty"
 for s in $SCENARIOS; do
   case $s in
-    get | post | ws | static20k | staticjs | accel1m | bigaccel) ;;
-    *) die "SCENARIOS: unknown scenario $s (get, post, ws, static20k, staticjs, accel1m, bigaccel)" ;;
+    get | post | ws | static20k | staticjs | accel1m | bigaccel | report) ;;
+    *) die "SCENARIOS: unknown scenario $s (get, post, ws, static20k, staticjs, accel1m, bigaccel, report)" ;;
   esac
 done
 is_files() { [[ $1 == static20k || $1 == staticjs || $1 == accel1m || $1 == bigaccel ]]; }
+WANT_REPORT=0
+[[ " $SCENARIOS " == *" report "* ]] && WANT_REPORT=1
 
 WEB1_PORT=$((PORT_BASE + 69))
 WEB2_PORT=$((PORT_BASE + 70))
 BUS_PORT=$((PORT_BASE + 72))
+REPORT_A_PORT=$((PORT_BASE + 73)) # report scenario: node A (kept busy) and node B
+REPORT_B_PORT=$((PORT_BASE + 74))
 EDGE_PORT=$((PORT_BASE + 80))
 NGINX_PORT=$((PORT_BASE + 81))
 CLK_TCK=$(getconf CLK_TCK)
@@ -99,6 +122,14 @@ CLK_TCK=$(getconf CLK_TCK)
 for tool in wrk curl pgrep awk sha256sum gzip truncate; do
   command -v "$tool" >/dev/null || die "$tool not found; run benches/setup.sh"
 done
+if ((WANT_REPORT)); then
+  for tool in ss python3; do
+    command -v "$tool" >/dev/null || die "$tool not found (needed by the report scenario)"
+  done
+  # the interpreter itself, not a version manager's shim, so its pid is the one we stop
+  PYTHON_BIN=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
+  [[ -x $PYTHON_BIN ]] || die "python3 reports an interpreter $PYTHON_BIN that is not executable"
+fi
 NGINX_BIN=$(command -v nginx || true)
 [[ -n $NGINX_BIN ]] || { [[ -x /usr/sbin/nginx ]] && NGINX_BIN=/usr/sbin/nginx; } || die "nginx not found; run benches/setup.sh"
 
@@ -278,6 +309,9 @@ done
   dirty=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)
   echo "odoo-edge: git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ + uncommitted changes to $(echo "$dirty" | wc -l) file(s) in src/ or Cargo.*}; binary sha256 $(sha256sum "$EDGE_BIN" | cut -c1-12)"
   echo "knobs: DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS GET_PATH=$GET_PATH WS_COUNT=$WS_COUNT WS_BATCH=$WS_BATCH WS_ROUNDS=$WS_ROUNDS SCENARIOS='$SCENARIOS' MOCK_WORKERS=$MOCK_WORKERS EDGE_THREADS=$EDGE_THREADS NGINX_WORKERS=$NGINX_WORKERS ulimit-n=$nofile"
+  if ((WANT_REPORT)); then
+    echo "report knobs: REPORT_CONNECTIONS=$REPORT_CONNECTIONS REPORT_WORKERS=$REPORT_WORKERS REPORT_LOAD=$REPORT_LOAD REPORT_MS=$REPORT_MS REPORT_STAGGER=$REPORT_STAGGER REPORT_TIMEOUT=$REPORT_TIMEOUT"
+  fi
   echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/env.txt"
 sed 's/^/  /' "$OUT/env.txt" >&2
@@ -332,7 +366,9 @@ make_fixtures
 log "fixtures: $PNG_FILE (20480 B), $JS_FILE (204800 B), $ATTACH_FILE (1 MiB)${BIG_FILE:+, $BIG_FILE ($BIG_SIZE_MIB MiB, sparse)}"
 
 # --- mock nodes ------------------------------------------------------------------------------
-for port in "$WEB1_PORT" "$WEB2_PORT" "$BUS_PORT" "$EDGE_PORT" "$NGINX_PORT"; do
+ports=("$WEB1_PORT" "$WEB2_PORT" "$BUS_PORT" "$EDGE_PORT" "$NGINX_PORT")
+((WANT_REPORT)) && ports+=("$REPORT_A_PORT" "$REPORT_B_PORT")
+for port in "${ports[@]}"; do
   if port_in_use "$port"; then
     die "127.0.0.1:$port is already in use; pick another PORT_BASE"
   fi
@@ -361,6 +397,12 @@ log "starting mock nodes (web1, web2: prefork $MOCK_WORKERS workers, --x-sendfil
 start_mock web1 interactive "$WEB1_PORT" --workers "$MOCK_WORKERS" --x-sendfile --filestore "$FILESTORE"
 start_mock web2 interactive "$WEB2_PORT" --workers "$MOCK_WORKERS" --x-sendfile --filestore "$FILESTORE"
 start_mock bus gevent "$BUS_PORT" --threaded
+if ((WANT_REPORT)); then
+  # Separate from web1/web2: Odoo's usual small prefork nodes (backlog 8 x workers).
+  log "starting mock nodes for the report scenario (node-a, node-b: prefork $REPORT_WORKERS workers)"
+  start_mock node-a interactive "$REPORT_A_PORT" --workers "$REPORT_WORKERS"
+  start_mock node-b interactive "$REPORT_B_PORT" --workers "$REPORT_WORKERS"
+fi
 
 # --- proxies --------------------------------------------------------------------------------------
 render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line]
@@ -374,7 +416,8 @@ render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line
     -e "s|@MOCK_WORKERS@|$MOCK_WORKERS|g" -e "s|@EDGE_THREADS@|$EDGE_THREADS|g" \
     -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" -e "s|@NOFILE@|$nofile|g" \
     -e "s|@NGINX_SENDFILE@|$NGINX_SENDFILE|g" -e "s|@ADDONS@|$ADDONS|g" -e "s|@FILESTORE@|$FILESTORE|g" \
-    -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" >"$2"
+    -e "s|@REPORT_A_PORT@|$REPORT_A_PORT|g" -e "s|@REPORT_B_PORT@|$REPORT_B_PORT|g" \
+    -e "s|@REPORT_WORKERS@|$REPORT_WORKERS|g" -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" >"$2"
   if grep -q '@[A-Z_]*@' "$2"; then
     die "unfilled placeholder in $2"
   fi
@@ -382,7 +425,12 @@ render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line
 
 render "$HERE/edge.toml.template" "$OUT/edge.toml"
 render "$HERE/edge.toml.template" "$OUT/edge-files.toml" "" "$HERE/files.edge.template"
-for conf in edge edge-files; do
+edge_confs=(edge edge-files)
+if ((WANT_REPORT)); then
+  render "$HERE/edge-report.toml.template" "$OUT/edge-report.toml"
+  edge_confs+=(edge-report)
+fi
+for conf in "${edge_confs[@]}"; do
   "$EDGE_BIN" check -c "$OUT/$conf.toml" >"$OUT/logs/$conf-check.txt" 2>&1 ||
     die "odoo-edge check -c $conf.toml failed: $(cat "$OUT/logs/$conf-check.txt")"
 done
@@ -394,7 +442,14 @@ ws_slots=$((4 * WS_COUNT + 1024))
 ((ws_slots > nofile - 64)) && ws_slots=$((nofile - 64))
 render "$HERE/nginx.conf.template" "$OUT/nginx-ws.conf" "$ws_slots"
 render "$HERE/nginx.conf.template" "$OUT/nginx-files.conf" 1024 "$HERE/files.nginx.template"
-for conf in nginx-http nginx-ws nginx-files; do
+nginx_confs=(nginx-http nginx-ws nginx-files)
+if ((WANT_REPORT)); then
+  # The docs' config unchanged, its `upstream odoo` pointed at node-a and node-b
+  # (bash restores WEB1_PORT/WEB2_PORT after the call).
+  WEB1_PORT=$REPORT_A_PORT WEB2_PORT=$REPORT_B_PORT render "$HERE/nginx.conf.template" "$OUT/nginx-report.conf" 1024
+  nginx_confs+=(nginx-report)
+fi
+for conf in "${nginx_confs[@]}"; do
   "$NGINX_BIN" -t -q -c "$OUT/$conf.conf" -p "$OUT" -e "$OUT/logs/nginx-error.log" -g 'daemon off;' \
     >"$OUT/logs/$conf-test.txt" 2>&1 || die "nginx -t failed: $(cat "$OUT/logs/$conf-test.txt")"
 done
@@ -402,9 +457,10 @@ done
 PROXY_PID=""   # the process we started (edge, or nginx master)
 PROXY_PIDS=()  # what to measure (edge; nginx master + workers)
 
-start_proxy() { # edge|nginx conf-kind(http|ws|files)
+start_proxy() { # edge|nginx conf-kind(http|ws|files|report)
   local which=$1 kind=$2 port i conf=edge
   [[ $kind == files ]] && conf=edge-files
+  [[ $kind == report ]] && conf=edge-report
   case $which in
     edge)
       port=$EDGE_PORT
@@ -563,11 +619,11 @@ files_sanity() { # edge|nginx
 RUNS=$OUT/runs.tsv
 WSRUNS=$OUT/ws.tsv
 BIGRUNS=$OUT/big.tsv
-printf 'scenario\tproxy\tround\treq_s\tp50_ms\tp99_ms\trequests\tsocket_errors\tnon2xx\tcpu_ticks\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\tcpu_pct\thwm_kib\trss_kib\tbusy_pct\tsteal_pct\tload1\tcheck\treply_bytes\n' >"$RUNS"
+printf 'scenario\tproxy\tround\treq_s\tp50_ms\tp99_ms\trequests\tsocket_errors\tnon2xx\tcpu_ticks\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\tcpu_pct\thwm_kib\trss_kib\tbusy_pct\tsteal_pct\tload1\tcheck\treply_bytes\tmax_ms\tb_pct\ta_queue_max\ta_queue_mean\treports_done\traw_p50_ms\traw_p90_ms\traw_p99_ms\traw_p999_ms\traw_max_ms\twaiting_1s_at_end\tunmatched\n' >"$RUNS"
 printf 'proxy\tround\trate\tcode\tbytes\tseconds\tmib_s\trss_before_kib\trss_max_kib\trss_after_kib\tgrowth_kib\thwm_kib\tcpu_ms\tsamples\n' >"$BIGRUNS"
 printf 'proxy\tround\trequested\tok\tfailed\trss_before_kib\trss_after_kib\tkib_per_ws\thwm_kib\topen_s\tstill_open\n' >"$WSRUNS"
 
-parse_wrk() { # file -> "req_s p50_ms p99_ms requests socket_errors non2xx"
+parse_wrk() { # file -> "req_s p50_ms p99_ms requests socket_errors non2xx max_ms"
   awk '
     function ms(v) {
       if (v ~ /us$/) return v / 1000
@@ -576,19 +632,24 @@ parse_wrk() { # file -> "req_s p50_ms p99_ms requests socket_errors non2xx"
       if (v ~ /s$/) return v * 1000
       return v + 0
     }
+    $1 == "Latency" && NF >= 4 && !lat { lat = 1; max = ms($4) }
     $1 == "50%" { p50 = ms($2) }
     $1 == "99%" { p99 = ms($2) }
     / requests in / { req = $1 }
     $1 == "Requests/sec:" { rps = $2 }
     /Non-2xx or 3xx responses:/ { non2xx = $NF }
     /Socket errors:/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
-    END { printf "%s %s %s %s %d %d\n", rps, p50, p99, req, errs, non2xx }
+    END { printf "%s %s %s %s %d %d %s\n", rps, p50, p99, req, errs, non2xx, (lat ? max : "nan") }
   ' "$1"
+}
+
+with_query() { # path query -> path?query, or path&query when path has a query already
+  if [[ $1 == *\?* ]]; then echo "$1&$2"; else echo "$1?$2"; fi
 }
 
 wrk_args() { # scenario -> wrk arguments after the common ones
   case $1 in
-    get) echo "$GET_PATH" ;;
+    get | report) echo "$GET_PATH" ;;
     post) echo "/web/dataset/call_kw" ;;
     static20k) echo "$PNG_PATH" ;;
     staticjs) echo "$JS_PATH" ;;
@@ -596,14 +657,192 @@ wrk_args() { # scenario -> wrk arguments after the common ones
   esac
 }
 
+# --- the report scenario: node-a busy with long requests the proxy cannot see ----------------
+# benches/reportload.py keeps REPORT_LOAD requests of REPORT_MS ms in flight on
+# node-a, sent to it directly (as a second edge or an XML-RPC script would),
+# each re-sent as soon as it ends, for the whole scenario (every round of both
+# proxies). Short GETs then go through the proxy under test to node-a and node-b.
+REPORT_PATH=$(with_query "$GET_PATH" "mock_sleep=$REPORT_MS")
+REPORT_LOAD_PID="" # the `timeout` running reportload.py
+REPORT_PY_PID=""   # the interpreter itself
+REPORT_STATUS=$OUT/raw/report-load.status # in_flight=N sent=N done=N ok=N failed=N, every 100 ms
+REPORT_LOG=$OUT/raw/report-load.txt       # one line per finished long request
+
+start_report_load() {
+  local limit per i
+  # long enough for every run of both proxies (each waits up to 2 reports for node-a to settle)
+  limit=$((ROUNDS * 2 * (WARMUP + DURATION + 2 * REPORT_MS / 1000 + 30) + 60))
+  per=$((limit * 1000 / REPORT_MS + 10))
+  rm -f "$REPORT_STATUS"
+  setsid timeout -k 5 $((limit + REPORT_MS / 1000 + 90)) "$PYTHON_BIN" "$HERE/reportload.py" \
+    --addr "127.0.0.1:$REPORT_A_PORT" --path "$REPORT_PATH" --concurrency "$REPORT_LOAD" \
+    --duration "$limit" --max-requests "$per" --timeout $((REPORT_MS / 1000 + 60)) \
+    --stagger "$(awk -v ms="$REPORT_MS" -v on="$REPORT_STAGGER" 'BEGIN { printf "%.3f", on * ms / 1000 }')" \
+    --status "$REPORT_STATUS" >"$REPORT_LOG" 2>&1 &
+  REPORT_LOAD_PID=$!
+  STARTED+=("$REPORT_LOAD_PID")
+  # timeout's child is the interpreter; its sockets are the load's
+  REPORT_PY_PID=""
+  for ((i = 0; i < 50; i++)); do
+    REPORT_PY_PID=$(pgrep -P "$REPORT_LOAD_PID" | head -n 1 || true)
+    [[ -n $REPORT_PY_PID ]] && break
+    sleep 0.1
+  done
+  [[ -n $REPORT_PY_PID ]] || die "the report load did not start; see $REPORT_LOG"
+  log "report load: $REPORT_LOAD x GET $REPORT_PATH straight to node-a (127.0.0.1:$REPORT_A_PORT), $( ((REPORT_STAGGER)) && echo "started $((REPORT_MS / REPORT_LOAD)) ms apart" || echo "started together"), for at most ${limit}s"
+}
+
+stop_report_load() {
+  if [[ -n $REPORT_LOAD_PID ]]; then
+    stop_pid "$REPORT_LOAD_PID" 5
+  fi
+  REPORT_LOAD_PID=""
+}
+
+report_load_alive() {
+  kill -0 "$REPORT_LOAD_PID" 2>/dev/null || die "the report load stopped early; see $REPORT_LOG"
+}
+
+# node-a's listen backlog now: its accept queue length (the listener's Recv-Q:
+# connections the kernel completed that no worker has taken yet). Cheap; read
+# every 0.25 s during the measured runs.
+report_backlog() {
+  ss -Hltn "( sport = :$REPORT_A_PORT )" | awk '{ print $2; exit }'
+}
+
+# Who holds node-a's workers, from socket ownership. A connection a worker has
+# accepted belongs to the mock-odoo process (`ss -p` names it); one still in
+# the accept queue belongs to nobody. The load's own connections are those of
+# the reportload.py process. Prints one line:
+#   <epoch> load_busy=N other_busy=N queued=N abandoned=N backlog=N load_in_flight=N
+# load_busy: workers serving the load's long requests; other_busy: workers
+# serving anything else; queued: live connections waiting in the accept queue
+# (such as a proxy's requests or health probes); abandoned: queued connections
+# whose client has already closed (CLOSE_WAIT), e.g. a warm-up's leftovers.
+report_holders() {
+  local f
+  f=$(sed -n 's/^in_flight=\([0-9]*\) .*/\1/p' "$REPORT_STATUS" 2>/dev/null || true)
+  {
+    ss -Htnp state established "( dport = :$REPORT_A_PORT )" | sed 's/^/C /'
+    ss -Htnp state established "( sport = :$REPORT_A_PORT )" | sed 's/^/S /'
+    ss -Htnp state close-wait "( sport = :$REPORT_A_PORT )" | sed 's/^/W /'
+    ss -Hltn "( sport = :$REPORT_A_PORT )" | sed 's/^/L /'
+  } | awk -v py="pid=$REPORT_PY_PID," -v f="${f:-?}" -v now="$(date +%s.%N | cut -c1-14)" '
+    function port(a) { sub(/.*:/, "", a); return a }
+    $1 == "C" { if (index($0, py)) load[port($4)] = 1; next }  # C Recv-Q Send-Q local peer users
+    $1 == "S" { if ($0 ~ /users:/) { if (port($5) in load) busy++; else other++ } else queued++; next }
+    $1 == "W" { if ($0 !~ /users:/) abandoned++; next }
+    $1 == "L" { backlog = $3 }                                 # L LISTEN Recv-Q Send-Q ...
+    END { printf "%s load_busy=%d other_busy=%d queued=%d abandoned=%d backlog=%s load_in_flight=%s\n",
+      now, busy, other, queued, abandoned, (backlog == "" ? "?" : backlog), f }'
+}
+
+# Waits (at most two long requests' time plus 10 s) until node-a is held as
+# the scenario wants it: min(REPORT_LOAD, REPORT_WORKERS) workers serving the
+# load's long requests, REPORT_LOAD of them in flight, and no abandoned
+# connection in the accept queue. Live connections waiting there (a proxy's
+# health probe, say) are allowed and reported. Appends every reading to the
+# raw file; prints "ok <workers on the load> <queued>" or "FAIL <last reading>".
+report_busy_wait() { # raw-file
+  local raw=$1 i snap busy other queued abandoned backlog f want tries
+  want=$((REPORT_LOAD < REPORT_WORKERS ? REPORT_LOAD : REPORT_WORKERS))
+  tries=$(((2 * REPORT_MS / 1000 + 10) * 4))
+  for ((i = 0; i < tries; i++)); do
+    snap=$(report_holders)
+    echo "$snap" >>"$raw"
+    read -r _ busy other queued abandoned backlog f <<<"$(sed 's/[a-z_]*=//g' <<<"$snap")"
+    if [[ $busy == "$want" && $abandoned == 0 && $f == "$REPORT_LOAD" ]]; then
+      echo "ok $busy $queued"
+      return 0
+    fi
+    report_load_alive
+    sleep 0.25
+  done
+  echo "FAIL $snap"
+}
+
+# node-a's own counters. Its /__mock/stats is served by the same prefork
+# workers, so while the load holds all of them the answer comes only when a
+# report ends, and that report is no longer counted in in_flight.
+report_mock_stats() { # port -> the JSON, or "unavailable"
+  curl -s -m $((REPORT_MS / 1000 + 10)) "http://127.0.0.1:$1/__mock/stats" || echo unavailable
+}
+raw_field() { # "raw latency: k=v ..." line, key -> value
+  sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"
+}
+json_num() { # json key -> number (or empty)
+  sed -n "s/.*\"$2\":\([0-9]*\).*/\1/p" <<<"$1"
+}
+
+# Once per proxy before the rounds (no load yet): 8 concurrent GETs that each
+# take 300 ms must all give 200 and reach both nodes (concurrent, since an edge
+# that picks the node with the fewest requests in flight may send sequential
+# ones all to the same node).
+report_sanity() { # edge|nginx
+  local which=$1 base out urls=() i nodes="" ok
+  start_proxy "$which" report
+  base="http://127.0.0.1:$PROXY_PORT"
+  out=$OUT/raw/report-sanity-$which.txt
+  for ((i = 0; i < 8; i++)); do
+    urls+=("$base$(with_query "$GET_PATH" "mock_sleep=300&sanity=$i")")
+  done
+  run_bounded 30 "$out" curl -s -m 10 -Z --parallel-max 8 --parallel-immediate \
+    -w '\nHTTP %{http_code}\n' "${urls[@]}" || true
+  ok=$(grep -c '^HTTP 200$' "$out" || true)
+  grep -q '"node":"node-a"' "$out" && nodes+=" node-a"
+  grep -q '"node":"node-b"' "$out" && nodes+=" node-b"
+  ((ok == 8)) || die "report sanity through $which: $ok of 8 GETs gave 200; see $out"
+  [[ $nodes == " node-a node-b" ]] || die "report sanity through $which: 8 concurrent GETs did not reach both node-a and node-b; see $out"
+  log "report sanity $which: 8 concurrent GETs, all 200, reached node-a and node-b"
+  stop_proxy "$which"
+}
+
+run_report_scenario() {
+  local r stats
+  report_sanity edge
+  report_sanity nginx
+  start_report_load
+  echo "# node-a once the load has started: epoch load_busy other_busy queued abandoned backlog load_in_flight" \
+    >"$OUT/raw/report-start.txt"
+  read -r r _ <<<"$(report_busy_wait "$OUT/raw/report-start.txt")"
+  [[ $r == ok ]] || die "the report load did not occupy node-a; see $OUT/raw/report-start.txt and $REPORT_LOG"
+  stats=$(report_mock_stats "$REPORT_A_PORT")
+  echo "node-a /__mock/stats, answered when a worker came free: $stats" >>"$OUT/raw/report-start.txt"
+  log "report load steady: node-a's /__mock/stats (answered only once a report ended): in_flight=$(json_num "$stats" in_flight) max_in_flight=$(json_num "$stats" max_in_flight) requests=$(json_num "$stats" requests)"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    run_wrk report edge "$r"
+    sleep 1
+    run_wrk report nginx "$r"
+    sleep 1
+  done
+  report_load_alive
+  stop_report_load
+  {
+    echo "after the scenario, load stopped:"
+    echo "node-a: $(report_mock_stats "$REPORT_A_PORT")"
+    echo "node-b: $(report_mock_stats "$REPORT_B_PORT")"
+    echo "load: $(cat "$REPORT_STATUS" 2>/dev/null || echo '?')"
+  } >>"$OUT/raw/report-start.txt"
+  log "report load stopped: $(cat "$REPORT_STATUS" 2>/dev/null || echo '?') long requests"
+}
+
 run_wrk() { # scenario proxy round
   local scen=$1 which=$2 round=$3 path raw base lua=() t0 t1 m0 m1 hwm rss fields
-  local rps p50 p99 req errs non2xx ticks cpu_us user_us sys_us cpu_pct busy steal load1
-  local kind=http check="" reply_bytes=""
+  local rps p50 p99 req errs non2xx maxl ticks cpu_us user_us sys_us cpu_pct busy steal load1
+  local kind=http check="" reply_bytes="" conns=$CONNECTIONS
+  local b0="" b1="" b_pct=- q_max=- q_mean=- reports=- a_busy a_queued w0 w1 samples wpid i rc
+  local rp50=- rp90=- rp99=- rp999=- rmax=- stuck=- unmatched=- rawline
   path=$(wrk_args "$scen")
   [[ $scen == post ]] && lua=(-s "$HERE/post2k.lua")
   [[ $scen == staticjs ]] && lua=(-H 'Accept-Encoding: gzip')
   is_files "$scen" && kind=files
+  if [[ $scen == report ]]; then
+    kind=report
+    conns=$REPORT_CONNECTIONS
+    # report.lua times every request itself: wrk's own percentiles are
+    # corrected for coordinated omission, which misleads here (see report.lua)
+    lua=(-s "$HERE/report.lua" --timeout "${REPORT_TIMEOUT}s")
+  fi
   raw=$OUT/raw/$scen-$which-$round.txt
   start_proxy "$which" "$kind"
   base="http://127.0.0.1:$PROXY_PORT"
@@ -614,24 +853,80 @@ run_wrk() { # scenario proxy round
   fi
   if ((WARMUP > 0)); then
     run_bounded $((WARMUP + 30)) "$OUT/raw/$scen-$which-$round-warmup.txt" \
-      wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${lua[@]}" "$base$path" ||
+      wrk -t"$WRK_THREADS" -c"$conns" -d"${WARMUP}s" "${lua[@]}" "$base$path" ||
       log "warm-up wrk failed (ignored)"
+  fi
+  if [[ $kind == report ]]; then
+    # Before the measured run, node-a must hold exactly the load's long
+    # requests again: the warm-up's short requests that were waiting in its
+    # accept queue when wrk stopped (abandoned, but still queued) must be gone,
+    # or they would sit in front of the measured ones and fill the backlog.
+    # They go as soon as one long request ends and a worker accepts them.
+    samples=$OUT/raw/$scen-$which-$round-node-a.txt
+    echo "# node-a after the warm-up, until the load holds it again: epoch load_busy other_busy queued abandoned backlog load_in_flight" >"$samples"
+    read -r check a_busy a_queued <<<"$(report_busy_wait "$samples")"
+    if [[ $check == ok ]]; then
+      log "report    $which round $round: node-a held: $a_busy of its $REPORT_WORKERS workers on the load's long requests; $a_queued live connection(s) waiting in its backlog, none abandoned"
+    else
+      log "WARNING: report through $which, round $round: node-a is not as the load should hold it: $a_busy $a_queued (see $samples)"
+      check=FAIL
+    fi
+    b0=$(json_num "$(report_mock_stats "$REPORT_B_PORT")" requests)
   fi
   load1=$(cut -d' ' -f1 /proc/loadavg)
   t0=$(cpu_ticks "${PROXY_PIDS[@]}")
   m0=$(machine_cpu)
-  run_bounded $((DURATION + 60)) "$raw" \
-    wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${lua[@]}" "$base$path" ||
-    die "wrk failed; see $raw"
+  if [[ $kind == report ]]; then
+    # wrk in the background, node-a read every 0.25 s while it runs
+    echo "# node-a's accept queue during the measured run: epoch backlog" >>"$samples"
+    w0=$(date +%s.%N)
+    timeout -k 5 $((DURATION + 60)) wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --latency \
+      "${lua[@]}" "$base$path" >"$raw" 2>&1 &
+    wpid=$!
+    STARTED+=("$wpid")
+    for ((i = 0; i < (DURATION + 70) * 4; i++)); do
+      kill -0 "$wpid" 2>/dev/null || break
+      echo "$(date +%s.%N | cut -c1-14) backlog=$(report_backlog)" >>"$samples"
+      sleep 0.25
+    done
+    rc=0
+    wait "$wpid" || rc=$?
+    forget "$wpid"
+    w1=$(date +%s.%N)
+    ((rc == 0)) || die "wrk failed; see $raw"
+  else
+    run_bounded $((DURATION + 60)) "$raw" \
+      wrk -t"$WRK_THREADS" -c"$conns" -d"${DURATION}s" --latency "${lua[@]}" "$base$path" ||
+      die "wrk failed; see $raw"
+  fi
   t1=$(cpu_ticks "${PROXY_PIDS[@]}")
   m1=$(machine_cpu)
   hwm=$(status_kib VmHWM "${PROXY_PIDS[@]}")
   rss=$(status_kib VmRSS "${PROXY_PIDS[@]}")
+  if [[ $kind == report ]]; then
+    b1=$(json_num "$(report_mock_stats "$REPORT_B_PORT")" requests)
+    report_load_alive
+  fi
   proxy_alive "$which"
   stop_proxy "$which"
 
-  read -r rps p50 p99 req errs non2xx <<<"$(parse_wrk "$raw")"
+  read -r rps p50 p99 req errs non2xx maxl <<<"$(parse_wrk "$raw")"
   [[ -n $req && $req -gt 0 ]] || die "no request completed; see $raw"
+  if [[ $kind == report ]]; then
+    # short requests node-b received during the run, per request wrk completed
+    if [[ -n $b0 && -n $b1 ]]; then
+      b_pct=$(awk -v a="$b0" -v b="$b1" -v r="$req" 'BEGIN { printf "%.1f", (b - a) / r * 100 }')
+    fi
+    read -r q_max q_mean < <(awk '/^# node-a.s accept queue during/ { on = 1; next } /^#/ { on = 0 } on {
+        q = $2; sub(/^backlog=/, "", q); if (q ~ /^[0-9]+$/) { q += 0; n++; s += q; if (q > m) m = q } }
+        END { if (n) printf "%d %.1f\n", m, s / n; else print "- -" }' "$samples")
+    reports=$(awk -v a="$w0" -v b="$w1" '$2 + 0 >= a && $2 + 0 <= b && $4 == "status=200" { n++ } END { print n + 0 }' "$REPORT_LOG")
+    rawline=$(grep -m1 '^raw latency: ' "$raw" || true)
+    [[ -n $rawline ]] || die "report.lua printed no raw latency line; see $raw"
+    rp50=$(raw_field "$rawline" p50_ms) rp90=$(raw_field "$rawline" p90_ms) rp99=$(raw_field "$rawline" p99_ms)
+    rp999=$(raw_field "$rawline" p999_ms) rmax=$(raw_field "$rawline" max_ms)
+    stuck=$(raw_field "$rawline" waiting_over_1s_at_end) unmatched=$(raw_field "$rawline" unmatched)
+  fi
   read -r cpu_us user_us sys_us cpu_pct busy steal ticks <<<"$(awk -v t0="$t0" -v t1="$t1" -v hz="$CLK_TCK" \
     -v r="$req" -v d="$DURATION" -v m0="$m0" -v m1="$m1" 'BEGIN {
       split(t0, c, " "); split(t1, e, " "); u = e[1] - c[1]; s = e[2] - c[2]; t = u + s
@@ -639,10 +934,17 @@ run_wrk() { # scenario proxy round
       us = 1e6 / hz / r
       printf "%.2f %.2f %.2f %.1f %.1f %.1f %d\n", t * us, u * us, s * us, t / hz / d * 100,
         (b[1] - a[1]) / tot * 100, (b[3] - a[3]) / tot * 100, t }')"
-  fields=("$scen" "$which" "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$non2xx" "$ticks" "$cpu_us" "$user_us" "$sys_us" "$cpu_pct" "$hwm" "$rss" "$busy" "$steal" "$load1" "${check:--}" "${reply_bytes:--}")
+  fields=("$scen" "$which" "$round" "$rps" "$p50" "$p99" "$req" "$errs" "$non2xx" "$ticks" "$cpu_us" "$user_us" "$sys_us" "$cpu_pct" "$hwm" "$rss" "$busy" "$steal" "$load1" "${check:--}" "${reply_bytes:--}" "$maxl" "$b_pct" "$q_max" "$q_mean" "$reports" "$rp50" "$rp90" "$rp99" "$rp999" "$rmax" "$stuck" "$unmatched")
   (IFS=$'\t'; echo "${fields[*]}") >>"$RUNS"
   log "$(printf '%-9s %-5s round %d: %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  CPU %6.1f us/req (%5.1f%% of a core)  peak RSS %6.1f MiB  errors %d non-2xx %d' \
     "$scen" "$which" "$round" "$rps" "$p50" "$p99" "$cpu_us" "$cpu_pct" "$(awk -v k="$hwm" 'BEGIN { print k / 1024 }')" "$errs" "$non2xx")"
+  if [[ $kind == report ]]; then
+    log "$(printf '%-9s %-5s round %d: per request (report.lua): p50 %s ms, p99 %s ms, max %s ms; %s waiting > 1 s at the end; node-b got %s%% of the short requests; node-a accept queue max %s, mean %s; %s long requests finished' \
+      "$scen" "$which" "$round" "$rp50" "$rp99" "$rmax" "$stuck" "$b_pct" "$q_max" "$q_mean" "$reports")"
+    if [[ $unmatched != 0 ]]; then
+      log "WARNING: $unmatched repl(y/ies) through $which carried no bench_t echo (not timed); see $raw"
+    fi
+  fi
   if ((errs + non2xx > 0)); then
     log "WARNING: $which had $errs socket errors and $non2xx non-2xx replies; see $raw and $OUT/logs/"
   fi
@@ -880,6 +1182,9 @@ for scen in $SCENARIOS; do
       run_big nginx "$r"
       sleep 1
     done
+  elif [[ $scen == report ]]; then
+    log "scenario report: $REPORT_LOAD long requests (${REPORT_MS} ms) held on node-a; wrk -t$WRK_THREADS -c$REPORT_CONNECTIONS -d${DURATION}s through each proxy, $ROUNDS round(s)"
+    run_report_scenario
   elif [[ $scen == ws ]]; then
     log "scenario ws: $WS_COUNT idle websockets, $WS_ROUNDS round(s)"
     for ((r = 1; r <= WS_ROUNDS; r++)); do
@@ -915,6 +1220,10 @@ col() { # file scenario-or-empty proxy column-name
 med() { col "$@" | median; }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN { if (v == "nan") print "n/a"; else printf f, v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "n/a"; else printf "%.2f", a / b }'; }
+ratio_small() { # like ratio, with two significant digits below 0.1
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "nan" || b == "nan") print "n/a"
+    else if (a / b < 0.1) printf "%.2g", a / b; else printf "%.2f", a / b }'
+}
 verdict() { # ratio op limit
   awk -v r="$1" -v op="$2" -v l="$3" 'BEGIN {
     if (r == "n/a") { print "n/a"; exit }
@@ -984,6 +1293,64 @@ summarize() {
       printf "| %s | %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.0f | %.1f | %.0f | %.1f | %s |\n",
         $3, ($2 == "edge" ? "odoo-edge" : $2), $4, $5, $6, $11, $12, $13, $14, $15 / 1024, $17, $18, $19 }' "$RUNS"
   done
+  if [[ " $SCENARIOS " == *" report "* ]]; then
+    local r eb nb medn sumc
+    medn() { col "$@" | grep -v '^-$' | median; } # median, skipping runs without that figure
+    sumc() { col "$@" | awk '$1 != "-" { s += $1 } END { print s + 0 }'; }
+    echo
+    echo "## report: short GETs while node-a is busy with long requests the proxy cannot see (issue 4)"
+    echo
+    echo "node-a and node-b: mock-odoo prefork, $REPORT_WORKERS workers each (listen backlog $((8 * REPORT_WORKERS))). $REPORT_LOAD concurrent \`GET $REPORT_PATH\` (${REPORT_MS} ms each, $( ((REPORT_STAGGER)) && echo "started $((REPORT_MS / REPORT_LOAD)) ms apart" || echo "started together")) go straight to node-a, each re-sent as soon as it ends, for the whole scenario. Through each proxy: \`wrk -t$WRK_THREADS -c$REPORT_CONNECTIONS -d${DURATION}s --latency --timeout ${REPORT_TIMEOUT}s -s report.lua $GET_PATH\`. odoo-edge declares both nodes with \`workers = $REPORT_WORKERS\`; nginx has the docs' \`upstream odoo\` with both (round robin). ${ROUNDS} round(s) per proxy, alternated; median of the rounds."
+    echo
+    echo "Latencies are per request, timed by [report.lua](report.lua). wrk's own percentiles (last rows) are corrected for coordinated omission, which here turns each request stuck behind a report into hundreds of made-up slow samples for the proxy with the higher request rate."
+    echo
+    echo "| metric | odoo-edge | nginx | edge/nginx | target |"
+    echo "|---|---:|---:|---:|---|"
+    e=$(medn "$RUNS" report edge raw_p50_ms); n=$(medn "$RUNS" report nginx raw_p50_ms)
+    echo "| p50 latency (ms) | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $(ratio_small "$e" "$n") | |"
+    e=$(medn "$RUNS" report edge raw_p90_ms); n=$(medn "$RUNS" report nginx raw_p90_ms)
+    echo "| p90 latency (ms) | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $(ratio_small "$e" "$n") | |"
+    e=$(medn "$RUNS" report edge raw_p99_ms); n=$(medn "$RUNS" report nginx raw_p99_ms); r=$(ratio_small "$e" "$n")
+    echo "| **p99 latency (ms)** | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $r | ratio <= $REPORT_P99_TARGET: $(verdict "$r" '<=' "$REPORT_P99_TARGET") |"
+    e=$(medn "$RUNS" report edge raw_p999_ms); n=$(medn "$RUNS" report nginx raw_p999_ms)
+    echo "| p99.9 latency (ms) | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $(ratio_small "$e" "$n") | |"
+    e=$(medn "$RUNS" report edge raw_max_ms); n=$(medn "$RUNS" report nginx raw_max_ms)
+    echo "| max latency (ms) | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | $(ratio "$e" "$n") | |"
+    e=$(med "$RUNS" report edge req_s); n=$(med "$RUNS" report nginx req_s)
+    echo "| req/s | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | $(ratio "$e" "$n") | |"
+    echo "| requests unanswered at the end after waiting > 1 s (sum of rounds; in no figure) | $(sumc "$RUNS" report edge waiting_1s_at_end) | $(sumc "$RUNS" report nginx waiting_1s_at_end) | | |"
+    echo "| socket errors, incl. wrk timeouts (sum of rounds) | $(sumc "$RUNS" report edge socket_errors) | $(sumc "$RUNS" report nginx socket_errors) | | |"
+    echo "| non-2xx replies (sum of rounds) | $(sumc "$RUNS" report edge non2xx) | $(sumc "$RUNS" report nginx non2xx) | | |"
+    eb=$(medn "$RUNS" report edge b_pct); nb=$(medn "$RUNS" report nginx b_pct)
+    echo "| short requests node-b received, % of those wrk completed | $(fmt "$eb" %.1f) | $(fmt "$nb" %.1f) | | |"
+    e=$(medn "$RUNS" report edge a_queue_max); n=$(medn "$RUNS" report nginx a_queue_max)
+    echo "| node-a accept queue during the run, max | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | | |"
+    e=$(medn "$RUNS" report edge a_queue_mean); n=$(medn "$RUNS" report nginx a_queue_mean)
+    echo "| node-a accept queue during the run, mean | $(fmt "$e" %.1f) | $(fmt "$n" %.1f) | | |"
+    e=$(medn "$RUNS" report edge reports_done); n=$(medn "$RUNS" report nginx reports_done)
+    echo "| long requests node-a finished during the run | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | | |"
+    e=$(col "$RUNS" report edge check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+    n=$(col "$RUNS" report nginx check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+    echo "| node-a's workers all on the load before each run | $e | $n | | |"
+    e=$(med "$RUNS" report edge p50_ms); n=$(med "$RUNS" report nginx p50_ms)
+    echo "| wrk's p50, corrected for coordinated omission (ms) | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $(ratio_small "$e" "$n") | |"
+    e=$(med "$RUNS" report edge p99_ms); n=$(med "$RUNS" report nginx p99_ms)
+    echo "| wrk's p99, corrected for coordinated omission (ms) | $(fmt "$e" %.2f) | $(fmt "$n" %.2f) | $(ratio "$e" "$n") | |"
+    echo
+    awk -v e="${eb:-nan}" -v n="${nb:-nan}" 'BEGIN {
+      if (e == "nan" || n == "nan") { print "(node-b'\''s share could not be read from its /__mock/stats.)"; exit }
+      printf "odoo-edge sent %.1f%% of the short requests to node-b, nginx %.1f%%. ", e, n
+      if (e >= 90) print "odoo-edge kept them off the busy node: admission control at work."
+      else print "odoo-edge spread them about like round robin: this binary has no admission control, or it did not engage." }'
+    echo
+    echo "Every run, in order (latencies per request, in ms; node-a queue: its listen socket's accept queue, read every 0.25 s; waiting: unanswered at the end after more than 1 s):"
+    echo
+    echo "| round | proxy | req/s | p50 | p90 | p99 | p99.9 | max | waiting | socket errors | non-2xx | node-b % | node-a queue max / mean | long requests done | node-a held | wrk p99 (corrected) | CPU µs/req | machine busy % | load1 |"
+    echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    awk -F'\t' 'NR > 1 && $1 == "report" {
+      printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s | %s | %s | %.2f | %.1f | %.0f | %s |\n",
+        $3, ($2 == "edge" ? "odoo-edge" : $2), $4, $27, $28, $29, $30, $31, $32, $8, $9, $23, $24, $25, $26, $20, $6, $11, $17, $19 }' "$RUNS"
+  fi
   if [[ " $SCENARIOS " == *" bigaccel "* ]]; then
     echo
     echo "## bigaccel: RSS while serving a $BIG_SIZE_MIB MiB attachment through X-Accel-Redirect"

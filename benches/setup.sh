@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # benches/setup.sh: install what benches/run.sh needs, from Debian's packages
-# only: wrk, nginx, curl (sanity checks), procps (pgrep). Idempotent: when
-# every tool is already there, nothing is installed and apt is not called.
+# only: wrk, nginx, curl (sanity checks), procps (pgrep), and for the report
+# scenario iproute2 (ss) and python3. Idempotent: when every tool is already
+# there, nothing is installed and apt is not called.
 #
 #   benches/setup.sh            # required tools
 #   benches/setup.sh --profile  # also linux-perf, for PROFILE=1 benches/run.sh
@@ -32,6 +33,8 @@ declare -A package_of=(
   [nginx]=nginx
   [curl]=curl
   [pgrep]=procps
+  [ss]=iproute2     # report scenario: who holds node-a's workers
+  [python3]=python3 # report scenario: benches/reportload.py
 )
 if ((want_perf)); then
   package_of[perf]=linux-perf
