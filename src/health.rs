@@ -17,10 +17,13 @@
 //! On a prefork node a probe takes a worker like any request, so it takes a
 //! worker slot of the node's admission control: the edge never has more
 //! connections to a node than `workers`, probes included. When every slot is
-//! held by requests the edge sent, the probe is skipped, neither a pass nor a
-//! failure: the node is visibly working, and its health is judged by those
-//! requests themselves (passive checks). A probe that could only time out in
-//! the node's backlog behind a long report would be a false "down".
+//! held by requests the edge sent, the probe is not sent: the node is visibly
+//! working, and its health is judged by those requests themselves. If the
+//! node answered any of them since the last tick, that counts as a pass;
+//! otherwise the probe is skipped, neither a pass nor a failure (requests that
+//! fail count as failures on their own, as passive checks). A probe that could
+//! only time out in the node's backlog behind a long report would be a false
+//! "down".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,18 +77,28 @@ async fn probe_loop(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let answered = node.take_answered();
         let lease = match &slot {
-            Some((pool, index)) => match pool.try_acquire_node(*index) {
-                Some(lease) => Some(lease),
-                None => {
-                    debug!(node = %node.name, "probe skipped: every worker is busy with edge requests");
-                    continue;
-                }
-            },
+            Some((pool, index)) => pool.try_acquire_node(*index),
             None => None,
         };
-        let outcome = probe(&node, connect_timeout).await;
-        drop(lease);
+        let outcome = match (&slot, lease) {
+            (Some(_), None) if answered => {
+                // Every worker busy with edge requests, and the node answers
+                // them: that is a pass (a down node in a fail-open pool comes
+                // back this way while the queue keeps it saturated).
+                Ok(())
+            }
+            (Some(_), None) => {
+                debug!(node = %node.name, "probe skipped: every worker is busy with edge requests");
+                continue;
+            }
+            (_, lease) => {
+                let outcome = probe(&node, connect_timeout).await;
+                drop(lease);
+                outcome
+            }
+        };
         let transition = match &outcome {
             Ok(()) => node.record_pass(),
             Err(reason) => {

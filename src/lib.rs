@@ -68,6 +68,7 @@ pub mod sendfile;
 pub mod shutdown;
 pub mod spool;
 pub mod static_files;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ pub struct Running {
     pub addrs: Vec<SocketAddr>,
     lifecycle: shutdown::Lifecycle,
     edge: Arc<Edge>,
+    /// Each listener's configured address and mode, for certificate reloads.
+    listeners: Vec<(SocketAddr, listener::Mode)>,
 }
 
 /// Binds every listener and starts serving. Fails, with the listener named,
@@ -96,27 +99,36 @@ pub fn start(config: &Config) -> Result<Running, BindError> {
     let edge = Arc::new(Edge::new(config, lifecycle.clone()));
     log_topology(config);
     let mut addrs = Vec::new();
-    for l in listeners {
+    let mut modes = Vec::new();
+    for (l, l_config) in listeners.into_iter().zip(&config.listeners) {
+        let mode = listener::Mode::new(l_config);
+        modes.push((l_config.address, mode.clone()));
         let addr = l
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         info!(address = %addr, "listening");
         addrs.push(addr);
-        lifecycle.tasks.spawn(listener::serve(l, edge.clone()));
+        lifecycle
+            .tasks
+            .spawn(listener::serve(l, edge.clone(), mode));
     }
     health::spawn(&edge.topology, config.timeouts.upstream_connect, &lifecycle);
     Ok(Running {
         addrs,
         lifecycle,
         edge,
+        listeners: modes,
     })
 }
 
 impl Running {
     /// Applies what a changed config can change while running: which nodes
-    /// drain. Returns what it changed and what needs a restart, one line each.
+    /// drain, and TLS certificates. Returns what it changed and what needs a
+    /// restart, one line each.
     pub fn reload(&self, config: &Config) -> Vec<String> {
-        reload::apply(&self.edge.topology, config)
+        let mut lines = reload::apply(&self.edge.topology, config);
+        lines.extend(reload::certificates(&self.listeners, config));
+        lines
     }
 
     /// The pools, as the edge routes them now.

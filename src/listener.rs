@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures_util::task::AtomicWaker;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -29,7 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info, warn};
 
-use crate::config::{ListenerConfig, Timeouts};
+use crate::config::{ListenerConfig, Redirect, Timeouts};
 use crate::proxy::{self, ClientInfo, Edge, ReplyBody};
 use crate::sendfile::{self, Regions};
 
@@ -68,9 +71,41 @@ fn bind_one(address: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// What a listener does besides plain HTTP/1.1: terminate TLS, or send
+/// browsers to HTTPS.
+#[derive(Clone, Default)]
+pub struct Mode {
+    pub tls: Option<Tls>,
+    pub redirect: Option<Arc<Redirect>>,
+}
+
+/// A TLS listener's settings; the certificates can be swapped while running.
+#[derive(Clone)]
+pub struct Tls {
+    /// New handshakes take the current value; open connections keep theirs.
+    pub server: Arc<ArcSwap<rustls::ServerConfig>>,
+    pub handshake_timeout: Duration,
+    /// `Strict-Transport-Security`, added to replies that lack one.
+    pub hsts: Option<HeaderValue>,
+}
+
+impl Mode {
+    /// The mode a listener's config asks for.
+    pub fn new(config: &ListenerConfig) -> Mode {
+        Mode {
+            tls: config.tls.as_ref().map(|tls| Tls {
+                server: Arc::new(ArcSwap::new(tls.server.clone())),
+                handshake_timeout: tls.handshake_timeout,
+                hsts: tls.hsts.clone(),
+            }),
+            redirect: config.redirect.clone().map(Arc::new),
+        }
+    }
+}
+
 /// Accepts connections until the graceful stop, serving each on its own
 /// task registered with the edge's lifecycle.
-pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
+pub async fn serve(listener: TcpListener, edge: Arc<Edge>, mode: Mode) {
     let shutdown = edge.lifecycle.graceful.clone();
     // Past the cap, connections wait in the kernel's listen backlog instead of
     // each taking memory here.
@@ -100,61 +135,213 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
+        let mode = mode.clone();
         edge.lifecycle.tasks.clone().spawn(async move {
-            serve_connection(stream, peer, local, edge).await;
+            let conn = Conn {
+                peer,
+                local,
+                edge,
+                mode,
+            };
+            match conn.mode.tls.clone() {
+                None => conn.serve(stream, Protocol::Http1).await,
+                Some(tls) => conn.serve_tls(stream, tls).await,
+            }
             drop(slot);
         });
     }
     info!(address = %local, "listener closed");
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, local: SocketAddr, edge: Arc<Edge>) {
-    let graceful = edge.lifecycle.graceful.clone();
-    let hard = edge.lifecycle.hard.clone();
-    let state = Arc::new(ConnState::default());
-    let regions = Regions::default();
-    let io = ClientIo::new(stream, &edge.timeouts, state.clone(), regions.clone());
-    let max_buf = edge.limits.max_header_bytes.max(8192);
-    let client = ClientInfo::new(peer, local, false, &edge.forwarding);
-    let service = service_fn(move |req: Request<Incoming>| {
-        let edge = edge.clone();
-        let guard = ActiveGuard::new(state.clone());
-        let client = client.clone();
-        let regions = regions.clone();
-        async move {
-            let response = proxy::handle(&edge, req, &client).await;
-            let response = response.map(|body| match body {
-                ReplyBody::File(range) => ReplyBody::File(range.zero_copy(regions)),
-                body => body,
-            });
-            Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .max_buf_size(max_buf)
-        .header_read_timeout(None);
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = graceful.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                r = conn => r,
-                _ = hard.cancelled() => {
-                    debug!(%peer, "connection dropped at the shutdown deadline");
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// One accepted client connection.
+struct Conn {
+    peer: SocketAddr,
+    local: SocketAddr,
+    edge: Arc<Edge>,
+    mode: Mode,
+}
+
+impl Conn {
+    /// The TLS handshake, bounded in time and cut short by shutdown; then
+    /// HTTP/2 or HTTP/1.1 as ALPN chose.
+    async fn serve_tls(self, stream: TcpStream, tls: Tls) {
+        let peer = self.peer;
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.load_full());
+        let graceful = self.edge.lifecycle.graceful.clone();
+        let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream));
+        let stream = tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    info!(%peer, cause = %e, "TLS handshake failed");
                     return;
                 }
-            }
-        }
-    };
-    if let Err(e) = result {
-        debug!(%peer, cause = %e, "client connection ended with an error");
+                Err(_) => {
+                    info!(%peer, after = ?tls.handshake_timeout, "TLS handshake not complete in time");
+                    return;
+                }
+            },
+            _ = graceful.cancelled() => return,
+        };
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        self.serve(stream, protocol).await;
     }
+
+    async fn serve<S: ClientSocket>(self, stream: S, protocol: Protocol) {
+        let Conn {
+            peer,
+            local,
+            edge,
+            mode,
+        } = self;
+        let graceful = edge.lifecycle.graceful.clone();
+        let hard = edge.lifecycle.hard.clone();
+        let state = Arc::new(ConnState::default());
+        // Zero-copy file replies only where the edge writes to the socket itself.
+        let regions = stream.tcp().map(|_| Regions::default());
+        let io = ClientIo::new(stream, &edge.timeouts, state.clone(), regions.clone());
+        let max_buf = edge.limits.max_header_bytes.max(8192);
+        let hsts = mode.tls.as_ref().and_then(|t| t.hsts.clone());
+        let client = ClientInfo::new(peer, local, mode.tls.is_some(), &edge.forwarding);
+        let redirect = mode.redirect;
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let edge = edge.clone();
+            let guard = ActiveGuard::new(state.clone());
+            let client = client.clone();
+            let regions = regions.clone();
+            let hsts = hsts.clone();
+            let redirect = redirect.clone();
+            async move {
+                host_from_authority(&mut req);
+                let response = match redirect.as_deref() {
+                    Some(r)
+                        if !r
+                            .except
+                            .iter()
+                            .any(|p| req.uri().path().starts_with(p.as_str())) =>
+                    {
+                        to_https(&req, r)
+                    }
+                    _ => proxy::handle(&edge, req, &client).await,
+                };
+                let mut response = response.map(|body| match (body, &regions) {
+                    (ReplyBody::File(range), Some(regions)) => {
+                        ReplyBody::File(range.zero_copy(regions.clone()))
+                    }
+                    (body, _) => body,
+                });
+                if let Some(hsts) = hsts {
+                    response
+                        .headers_mut()
+                        .entry(header::STRICT_TRANSPORT_SECURITY)
+                        .or_insert(hsts);
+                }
+                Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
+            }
+        });
+        let result = match protocol {
+            Protocol::Http1 => {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .keep_alive(true)
+                    .max_buf_size(max_buf)
+                    .header_read_timeout(None);
+                let conn = builder
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = graceful.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::select! {
+                            r = conn => r,
+                            _ = hard.cancelled() => {
+                                debug!(%peer, "connection dropped at the shutdown deadline");
+                                Ok(())
+                            }
+                        }
+                    }
+                }
+            }
+            Protocol::Http2 => {
+                // hyper's HTTP/2 defaults keep their flood protections (rapid
+                // reset, pending-accept and error-reset stream limits); the
+                // header list is held to the HTTP/1.1 head limit.
+                let mut builder =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .max_concurrent_streams(MAX_STREAMS)
+                    .max_header_list_size(u32::try_from(max_buf).unwrap_or(u32::MAX));
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = graceful.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::select! {
+                            r = conn => r,
+                            _ = hard.cancelled() => {
+                                debug!(%peer, "connection dropped at the shutdown deadline");
+                                Ok(())
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            debug!(%peer, cause = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Concurrent HTTP/2 streams per client connection (nginx: 128).
+const MAX_STREAMS: u32 = 128;
+
+/// HTTP/2 carries the host in `:authority`; an HTTP/1.1 node needs `Host`.
+fn host_from_authority(req: &mut Request<Incoming>) {
+    if !req.headers().contains_key(header::HOST)
+        && let Some(authority) = req.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(header::HOST, host);
+    }
+}
+
+/// The redirect a plain listener answers with: same host, same path and query.
+fn to_https(req: &Request<Incoming>, redirect: &Redirect) -> Response<ReplyBody> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let Some(host) = host else {
+        return proxy::error_response(StatusCode::BAD_REQUEST);
+    };
+    let port = match redirect.https_port {
+        Some(port) if port != 443 => format!(":{port}"),
+        _ => String::new(),
+    };
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{}{port}{target}", host.host());
+    let Ok(value) = HeaderValue::from_str(&location) else {
+        return proxy::error_response(StatusCode::BAD_REQUEST);
+    };
+    let mut response = Response::new(ReplyBody::empty());
+    *response.status_mut() = redirect.status;
+    response.headers_mut().insert(header::LOCATION, value);
+    response
 }
 
 // === impl ConnState ===
@@ -228,9 +415,28 @@ impl<B: Body + Unpin> Body for GuardedBody<B> {
 
 // === impl ClientIo ===
 
+/// A client connection's byte stream: the TCP socket, or TLS over it.
+pub trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket itself when the edge writes to it directly (not TLS):
+    /// file replies then go out with sendfile(2).
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl ClientSocket for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientSocket for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 /// The client socket, with the between-requests timeouts described at the top.
-pub struct ClientIo {
-    inner: TcpStream,
+pub struct ClientIo<S = TcpStream> {
+    inner: S,
     state: Arc<ConnState>,
     keepalive: Duration,
     header: Duration,
@@ -240,17 +446,18 @@ pub struct ClientIo {
     head_started: Option<(Instant, usize)>,
     read_timer: Pin<Box<Sleep>>,
     write_timer: Option<Pin<Box<Sleep>>>,
-    /// File regions behind placeholder bytes hyper is asked to write.
-    regions: Regions,
+    /// File regions behind placeholder bytes hyper is asked to write; only
+    /// on plain TCP.
+    regions: Option<Regions>,
 }
 
-impl ClientIo {
+impl<S: ClientSocket> ClientIo<S> {
     fn new(
-        inner: TcpStream,
+        inner: S,
         timeouts: &Timeouts,
         state: Arc<ConnState>,
-        regions: Regions,
-    ) -> ClientIo {
+        regions: Option<Regions>,
+    ) -> ClientIo<S> {
         let now = Instant::now();
         ClientIo {
             inner,
@@ -267,7 +474,7 @@ impl ClientIo {
     }
 
     /// The socket itself, for tunnels that bypass HTTP after an upgrade.
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> S {
         self.inner
     }
 
@@ -294,7 +501,7 @@ impl ClientIo {
     }
 }
 
-impl ClientIo {
+impl<S> ClientIo<S> {
     /// Fails a write that has been pending longer than `client_send`.
     fn bound_stall(
         &mut self,
@@ -320,7 +527,7 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
 }
 
-impl AsyncRead for ClientIo {
+impl<S: ClientSocket> AsyncRead for ClientIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -372,15 +579,25 @@ impl AsyncRead for ClientIo {
     }
 }
 
-impl AsyncWrite for ClientIo {
+impl<S: ClientSocket> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = match sendfile::placeholder_offset(data) {
-            Some(at) => sendfile::poll_send(&self.regions, &self.inner, cx, at, data.len()),
-            None => Pin::new(&mut self.inner).poll_write(cx, data),
+        let this = &mut *self;
+        let polled = match (
+            sendfile::placeholder_offset(data),
+            this.inner.tcp(),
+            &this.regions,
+        ) {
+            (Some(at), Some(tcp), Some(regions)) => {
+                sendfile::poll_send(regions, tcp, cx, at, data.len())
+            }
+            (Some(_), _, _) => Poll::Ready(Err(io::Error::other(
+                "file placeholder on a TLS connection",
+            ))),
+            (None, _, _) => Pin::new(&mut this.inner).poll_write(cx, data),
         };
         self.bound_stall(cx, polled)
     }
@@ -408,10 +625,16 @@ impl AsyncWrite for ClientIo {
             .iter()
             .enumerate()
             .find_map(|(i, b)| sendfile::placeholder_offset(b).map(|at| (i, at)));
-        let polled = match placeholder {
-            Some((0, at)) => sendfile::poll_send(&self.regions, &self.inner, cx, at, bufs[0].len()),
-            Some((k, _)) => sendfile::poll_send_head(&self.inner, cx, &bufs[..k]),
-            None => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+        let this = &mut *self;
+        let polled = match (placeholder, this.inner.tcp(), &this.regions) {
+            (None, _, _) => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            (Some((0, at)), Some(tcp), Some(regions)) => {
+                sendfile::poll_send(regions, tcp, cx, at, bufs[0].len())
+            }
+            (Some((k, _)), Some(tcp), Some(_)) => sendfile::poll_send_head(tcp, cx, &bufs[..k]),
+            (Some(_), _, _) => Poll::Ready(Err(io::Error::other(
+                "file placeholder on a TLS connection",
+            ))),
         };
         self.bound_stall(cx, polled)
     }

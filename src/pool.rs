@@ -54,6 +54,10 @@ pub struct Node {
     draining: AtomicBool,
     /// Consecutive check outcomes, for rise and fall.
     streak: Mutex<Streak>,
+    /// A failure streak is running: successful requests must break it.
+    failing: AtomicBool,
+    /// The node answered a request since the probe loop last looked.
+    answered: AtomicBool,
 }
 
 /// Consecutive passes or failures, whichever came last.
@@ -82,6 +86,8 @@ impl Node {
             up: AtomicBool::new(true),
             draining: AtomicBool::new(config.drain),
             streak: Mutex::new(Streak::default()),
+            failing: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         }
     }
 
@@ -101,6 +107,7 @@ impl Node {
     /// Counts a passed probe: `rise` in a row bring a down node up.
     pub fn record_pass(&self) -> Option<Transition> {
         let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        self.failing.store(false, Ordering::Release);
         streak.failures = 0;
         streak.passes = streak.passes.saturating_add(1);
         if !self.is_up() && streak.passes >= self.probe.rise {
@@ -113,6 +120,7 @@ impl Node {
     /// Counts a failed probe or a failed request: `fall` in a row take the node down.
     pub fn record_failure(&self) -> Option<Transition> {
         let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+        self.failing.store(true, Ordering::Release);
         streak.passes = 0;
         streak.failures = streak.failures.saturating_add(1);
         if self.is_up() && streak.failures >= self.probe.fall {
@@ -125,8 +133,19 @@ impl Node {
     /// A request the node answered: the failure streak is broken. Only probes
     /// bring a down node back.
     pub fn record_answer(&self) {
-        let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
-        streak.failures = 0;
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        if self.failing.load(Ordering::Acquire) {
+            let mut streak = self.streak.lock().unwrap_or_else(PoisonError::into_inner);
+            streak.failures = 0;
+            self.failing.store(false, Ordering::Release);
+        }
+    }
+
+    /// Whether the node answered a request since the last call.
+    pub fn take_answered(&self) -> bool {
+        self.answered.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -315,6 +334,10 @@ impl Pool {
                     index,
                 });
             }
+            if !self.settings.limited {
+                // Nothing to wait for: a node changed state since the check above.
+                return Err(Refusal::Exhausted);
+            }
             if state.waiters.len() >= self.settings.queue_length {
                 return Err(Refusal::QueueFull);
             }
@@ -344,10 +367,13 @@ impl Pool {
                 guard.rx = None;
                 Ok(lease)
             }
-            // The sender was dropped: the pool refused every waiter.
+            // The sender was dropped: no node may take this request any more.
             Ok(Err(_)) => {
                 guard.rx = None;
-                Err(Refusal::AllDown)
+                Err(match self.membership() {
+                    None => Refusal::AllDown,
+                    Some(_) => Refusal::Exhausted,
+                })
             }
             Err(_) => {
                 // A lease handed over at the last moment is used, not wasted.
@@ -397,6 +423,11 @@ impl Pool {
             state.waiters.clear();
             return handoffs;
         };
+        // A retry whose remaining nodes went down or drain can never be
+        // served: dropping its sender tells it at once.
+        state.waiters.retain(|w| {
+            (0..self.nodes.len()).any(|i| !w.exclude.contains(&i) && self.eligible(i, membership))
+        });
         let mut i = 0;
         while i < state.waiters.len() {
             let exclude = std::mem::take(&mut state.waiters[i].exclude);

@@ -1,15 +1,20 @@
 //! Config reload (SIGHUP): what a running edge takes from a changed file.
 //!
-//! For now that is node draining: `drain = true` on a node stops new
+//! For now that is node draining (`drain = true` on a node stops new
 //! requests and tunnels to it while those in flight finish; `drain = false`
-//! puts it back. Other changes (nodes added or removed, addresses, workers,
-//! listeners, timeouts) are reported as needing a restart.
+//! puts it back) and TLS certificates (new handshakes use the new files, open
+//! connections keep theirs). The file is validated whole first, certificates
+//! included: a bad file changes nothing. Other changes (nodes added or
+//! removed, addresses, workers, listeners, timeouts) are reported as needing
+//! a restart.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::info;
 
 use crate::config::Config;
+use crate::listener::Mode;
 use crate::pool::{Node, Topology};
 
 /// Applies `config`'s drain flags to the running `topology`; returns one line
@@ -62,6 +67,31 @@ pub fn apply(topology: &Topology, config: &Config) -> Vec<String> {
                 "node {}: removed from the file; needs a restart (drain it first with drain = true)",
                 node.name
             ));
+        }
+    }
+    lines
+}
+
+/// Swaps in the certificates of `config` for each TLS listener that is still
+/// configured at the same address.
+pub fn certificates(listeners: &[(SocketAddr, Mode)], config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (address, mode) in listeners {
+        let Some(tls) = &mode.tls else { continue };
+        let wanted = config.listeners.iter().find(|l| l.address == *address);
+        match wanted.and_then(|l| l.tls.as_ref()) {
+            Some(new) => {
+                tls.server.store(new.server.clone());
+                let line = format!(
+                    "listener {address}: certificates reloaded ({} certificate(s))",
+                    new.certificates.len()
+                );
+                info!("{line}");
+                lines.push(line);
+            }
+            None => lines.push(format!(
+                "listener {address}: TLS removed or listener moved; needs a restart"
+            )),
         }
     }
     lines

@@ -981,3 +981,519 @@ fn draining_every_interactive_node_is_a_warning() {
         two.warnings
     );
 }
+
+// === TLS listeners and redirects ===
+
+/// A certificate and its key as PEM files in a temp dir.
+struct Pair {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+/// Writes `<name>.pem` and `<name>.key` into `dir`: a self-signed
+/// certificate for `names`, with its validity changed by `edit`.
+fn write_pair(
+    dir: &Path,
+    name: &str,
+    names: &[&str],
+    edit: impl FnOnce(&mut rcgen::CertificateParams),
+) -> Pair {
+    let key = rcgen::KeyPair::generate().expect("a P-256 key");
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("valid names");
+    edit(&mut params);
+    let cert = params.self_signed(&key).expect("a self-signed certificate");
+    let pair = Pair {
+        cert: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    };
+    std::fs::write(&pair.cert, cert.pem()).expect("the temp dir is writable");
+    std::fs::write(&pair.key, key.serialize_pem()).expect("the temp dir is writable");
+    pair
+}
+
+fn good_pair(dir: &Path, name: &str) -> Pair {
+    write_pair(dir, name, &[&format!("{name}.example.com")], |_| {})
+}
+
+/// `{ cert = "...", key = "..." }`
+fn entry(cert: &Path, key: &Path) -> String {
+    format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        path_str(cert),
+        path_str(key)
+    )
+}
+
+/// `BASE` plus a TLS listener on 127.0.0.1:8443: `[[listeners]]` on line 10,
+/// `[listeners.tls]` on line 12, `certificates = [` on line 13 with one
+/// entry per line from line 14, then `]` and `extra`.
+fn with_tls(entries: &[String], extra: &str) -> String {
+    let mut text = format!(
+        "{BASE}\n[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\ncertificates = [\n"
+    );
+    for e in entries {
+        text.push_str(&format!("  {e},\n"));
+    }
+    text.push_str("]\n");
+    text.push_str(extra);
+    text
+}
+
+/// The TLS settings of the only TLS listener.
+fn tls_of(config: &config::Config) -> &config::TlsConfig {
+    let mut tls = config.listeners.iter().filter_map(|l| l.tls.as_ref());
+    let first = tls.next().expect("a TLS listener");
+    assert!(tls.next().is_none(), "one TLS listener");
+    first
+}
+
+/// Sets a certificate to expire `days` after today's midnight (UTC).
+fn expiring_in(days: u64) -> impl FnOnce(&mut rcgen::CertificateParams) {
+    move |params| {
+        let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let ymd: Vec<u32> = today[..10]
+            .split('-')
+            .map(|n| n.parse().expect("an RFC 3339 date"))
+            .collect();
+        params.not_after =
+            rcgen::date_time_ymd(ymd[0] as i32, ymd[1] as u8, ymd[2] as u8) + secs(days * 86400);
+    }
+}
+
+fn expired(params: &mut rcgen::CertificateParams) {
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+}
+
+#[test]
+fn a_tls_listener_gets_its_certificates_and_the_documented_defaults() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    let text = with_tls(&[entry(&erp.cert, &erp.key)], "");
+    let config = config::parse(&text).expect("a valid config");
+    let tls = tls_of(&config);
+    assert_eq!(config.listeners[1].address.to_string(), "127.0.0.1:8443");
+    assert!(config.listeners[0].tls.is_none());
+    assert_eq!(
+        tls.certificates,
+        [config::CertificateFiles {
+            cert: erp.cert.clone(),
+            key: erp.key.clone(),
+        }]
+    );
+    assert_eq!(tls.default_certificate, 0);
+    assert_eq!(tls.unknown_sni, config::UnknownSni::Default);
+    assert_eq!(tls.handshake_timeout, secs(10));
+    assert_eq!(
+        tls.hsts.as_ref().map(|h| h.to_str().expect("ASCII")),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    assert!(tls.http2);
+    assert_eq!(
+        tls.server.alpn_protocols,
+        [b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert!(config.listeners.iter().all(|l| l.redirect.is_none()));
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("tls")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn every_tls_key_is_read() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    let crm = good_pair(dir.path(), "crm");
+    let text = with_tls(
+        &[entry(&erp.cert, &erp.key), entry(&crm.cert, &crm.key)],
+        "default_certificate = 1
+unknown_sni = \"refuse\"
+handshake_timeout = \"5s\"
+\
+         hsts = \"max-age=600\"
+http2 = false
+",
+    );
+    let config = config::parse(&text).expect("a valid config");
+    let tls = tls_of(&config);
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.certificates[1].key, crm.key);
+    assert_eq!(tls.default_certificate, 1);
+    assert_eq!(tls.unknown_sni, config::UnknownSni::Refuse);
+    assert_eq!(tls.handshake_timeout, secs(5));
+    assert_eq!(
+        tls.hsts.as_ref().map(|h| h.to_str().expect("ASCII")),
+        Some("max-age=600")
+    );
+    assert!(!tls.http2);
+    assert_eq!(tls.server.alpn_protocols, [b"http/1.1".to_vec()]);
+    let off = config::parse(&with_tls(&[entry(&erp.cert, &erp.key)], "hsts = \"off\"\n"))
+        .expect("a valid config");
+    assert!(tls_of(&off).hsts.is_none());
+}
+
+#[test]
+fn each_tls_rule_names_key_value_and_line() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    let one = [entry(&erp.cert, &erp.key)];
+    // `extra` starts on line 16.
+    for (extra, expected) in [
+        (
+            "default_certificate = 1\n",
+            "listeners[1].tls.default_certificate = 1 (line 16): must be 0 to 0: an index \
+             into certificates, which lists 1",
+        ),
+        (
+            "default_certificate = -1\n",
+            "listeners[1].tls.default_certificate = -1 (line 16): must be 0 to 0: an index \
+             into certificates, which lists 1",
+        ),
+        (
+            "unknown_sni = \"ignore\"\n",
+            r#"listeners[1].tls.unknown_sni = "ignore" (line 16): expected "default" or "refuse""#,
+        ),
+        (
+            "handshake_timeout = \"0s\"\n",
+            r#"listeners[1].tls.handshake_timeout = "0s" (line 16): must be longer than 0s"#,
+        ),
+        (
+            "handshake_timeout = \"61s\"\n",
+            r#"listeners[1].tls.handshake_timeout = "1m 1s" (line 16): must be at most 60s: a handshake takes a few round trips"#,
+        ),
+        (
+            "hsts = \"includeSubDomains\"\n",
+            r#"listeners[1].tls.hsts = "includeSubDomains" (line 16): must contain max-age=<seconds> (browsers ignore it otherwise), or be "off""#,
+        ),
+        (
+            "hsts = \"max-age=1\\u0001\"\n",
+            r#"listeners[1].tls.hsts = "max-age=1\u0001" (line 16): not a valid header value"#,
+        ),
+    ] {
+        let found = problems(&with_tls(&one, extra));
+        assert_eq!(found, [expected], "for {extra:?}");
+    }
+    assert_eq!(
+        problems(&with_tls(&[], "")),
+        [
+            "listeners[1].tls.certificates = [] (line 13): at least one { cert = \"...\", \
+          key = \"...\" } is needed"
+        ]
+    );
+}
+
+#[test]
+fn every_certificate_problem_is_named_by_entry_and_file_with_its_line() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    let crm = good_pair(dir.path(), "crm");
+    let old = write_pair(dir.path(), "old", &["old.example.com"], expired);
+    let missing = dir.path().join("missing.pem");
+    let text = with_tls(
+        &[
+            entry(&missing, &erp.key),
+            entry(&erp.cert, &crm.key),
+            entry(&erp.key, &erp.key),
+            entry(&old.cert, &old.key),
+            entry(&erp.cert, &erp.cert),
+        ],
+        "",
+    );
+    let q = |p: &Path| format!("{:?}", path_str(p));
+    assert_eq!(
+        problems(&text),
+        [
+            format!(
+                "listeners[1].tls.certificates[0].cert = {} (line 14): cannot be read: \
+                 No such file or directory (os error 2)",
+                q(&missing)
+            ),
+            format!(
+                "listeners[1].tls.certificates[1].key = {} (line 15): does not match the \
+                 certificate in {}",
+                q(&crm.key),
+                path_str(&erp.cert)
+            ),
+            format!(
+                "listeners[1].tls.certificates[2].cert = {} (line 16): no certificate in the \
+                 file (expected a PEM \"BEGIN CERTIFICATE\" block)",
+                q(&erp.key)
+            ),
+            format!(
+                "listeners[1].tls.certificates[3].cert = {} (line 17): expired on \
+                 2020-01-01T00:00:00Z",
+                q(&old.cert)
+            ),
+            format!(
+                "listeners[1].tls.certificates[4].key = {} (line 18): no private key in the \
+                 file (expected a PEM \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \
+                 \"BEGIN EC PRIVATE KEY\" block)",
+                q(&erp.cert)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_certificate_expiring_within_two_weeks_is_a_warning() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let soon = write_pair(dir.path(), "soon", &["soon.example.com"], expiring_in(6));
+    let config = config::parse(&with_tls(&[entry(&soon.cert, &soon.key)], ""))
+        .expect("expiring soon is still valid");
+    let prefix = format!("listeners[1].tls: {}: expires in ", path_str(&soon.cert));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.starts_with(&prefix) && w.ends_with(": renew it")),
+        "{:?}",
+        config.warnings
+    );
+    let later = write_pair(dir.path(), "later", &["later.example.com"], expiring_in(30));
+    let config =
+        config::parse(&with_tls(&[entry(&later.cert, &later.key)], "")).expect("a valid config");
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("expires")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn check_refuses_an_expired_certificate_and_exits_1() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let old = write_pair(dir.path(), "old", &["old.example.com"], expired);
+    let file = temp_config(&with_tls(&[entry(&old.cert, &old.key)], ""));
+    let output = odoo_edge(&["check", "-c", path_str(file.path())]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    let expected = format!(
+        "  listeners[1].tls.certificates[0].cert = {:?} (line 14): expired on 2020-01-01T00:00:00Z",
+        path_str(&old.cert)
+    );
+    assert!(stderr.lines().any(|l| l == expected), "{stderr}");
+}
+
+/// `BASE` plus a plain listener on 127.0.0.1:8081 whose `[[listeners]]` is on
+/// line 10, with `extra` from line 12.
+fn with_redirect(extra: &str) -> String {
+    format!("{BASE}\n[[listeners]]\naddress = \"127.0.0.1:8081\"\n{extra}")
+}
+
+#[test]
+fn a_redirect_listener_gets_its_settings() {
+    let config = config::parse(&with_redirect(
+        "redirect_to_https = true\nredirect_status = 308\nhttps_port = 8443\n\
+         redirect_except = [\"/.well-known/acme-challenge/\", \"/web/health\"]\n",
+    ))
+    .expect("a valid config");
+    let redirect = config.listeners[1].redirect.as_ref().expect("a redirect");
+    assert_eq!(redirect.status, http::StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(redirect.https_port, Some(8443));
+    assert_eq!(
+        redirect.except,
+        ["/.well-known/acme-challenge/", "/web/health"]
+    );
+    assert!(config.listeners[1].tls.is_none());
+    assert!(config.listeners[0].redirect.is_none());
+    let defaults = config::parse(&with_redirect(
+        "redirect_to_https = true\nhttps_port = 443\n",
+    ))
+    .expect("a valid config");
+    let redirect = defaults.listeners[1].redirect.as_ref().expect("a redirect");
+    assert_eq!(redirect.status, http::StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(redirect.https_port, None, "443 is left out of Location");
+    assert!(redirect.except.is_empty());
+    let off = config::parse(&with_redirect("redirect_to_https = false\n")).expect("valid");
+    assert!(off.listeners[1].redirect.is_none());
+}
+
+#[test]
+fn a_redirect_to_a_port_no_tls_listener_has_is_a_warning() {
+    let config = config::parse(&with_redirect("redirect_to_https = true\n")).expect("valid");
+    assert!(
+        config.warnings.iter().any(|w| w
+            == "listener 127.0.0.1:8081 redirects to HTTPS on port 443, but no listener here \
+                with [listeners.tls] has that port"),
+        "{:?}",
+        config.warnings
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    // The TLS listener is on 8443: no warning once https_port says so.
+    let text = with_tls(
+        &[entry(&erp.cert, &erp.key)],
+        "\n[[listeners]]\naddress = \"127.0.0.1:8081\"\nredirect_to_https = true\nhttps_port = 8443\n",
+    );
+    let config = config::parse(&text).expect("valid");
+    assert!(
+        !config.warnings.iter().any(|w| w.contains("redirects")),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn each_redirect_rule_names_key_value_and_line() {
+    for (extra, expected) in [
+        (
+            "redirect_status = 308\n",
+            "listeners[1].redirect_status = 308 (line 12): only with redirect_to_https = true",
+        ),
+        (
+            "redirect_to_https = false\nhttps_port = 8443\n",
+            "listeners[1].https_port = 8443 (line 13): only with redirect_to_https = true",
+        ),
+        (
+            "redirect_except = [\"/.well-known/\"]\n",
+            r#"listeners[1].redirect_except = ["/.well-known/"] (line 12): only with redirect_to_https = true"#,
+        ),
+        (
+            "redirect_to_https = true\nredirect_status = 302\n",
+            "listeners[1].redirect_status = 302 (line 13): expected 301 or 308 (which keeps \
+             the method and body of a POST)",
+        ),
+        (
+            "redirect_to_https = true\nhttps_port = 0\n",
+            "listeners[1].https_port = 0 (line 13): must be 1 to 65535",
+        ),
+        (
+            "redirect_to_https = true\nhttps_port = 65536\n",
+            "listeners[1].https_port = 65536 (line 13): must be 1 to 65535",
+        ),
+        (
+            "redirect_to_https = true\nredirect_except = [\"/ok/\", \".well-known/\"]\n",
+            r#"listeners[1].redirect_except[1] = ".well-known/" (line 13): must start with '/', such as "/.well-known/acme-challenge/""#,
+        ),
+        (
+            "redirect_to_https = true\nredirect_except = [\"/a?b\"]\n",
+            r#"listeners[1].redirect_except[0] = "/a?b" (line 13): not a valid path (no spaces, '?' or '#')"#,
+        ),
+    ] {
+        assert_eq!(problems(&with_redirect(extra)), [expected], "for {extra:?}");
+    }
+}
+
+#[test]
+fn a_redirect_on_a_tls_listener_is_refused() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    // Keys of [[listeners]] must come before its [listeners.tls] table.
+    let text = format!(
+        "{BASE}\n[[listeners]]\naddress = \"127.0.0.1:8443\"\nredirect_to_https = true\n\
+         [listeners.tls]\ncertificates = [{}]\n",
+        entry(&erp.cert, &erp.key)
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "listeners[1].redirect_to_https = true (line 12): not on a listener with \
+          [listeners.tls], which serves HTTPS already: redirect from a plain listener"
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_tls_key_names_the_key_and_its_line() {
+    let message = syntax_error(&with_tls(&[], "ciphers = \"HIGH\"\n"));
+    assert!(message.contains("line 15"), "{message}");
+    assert!(message.contains("ciphers"), "{message}");
+}
+
+/// The example's listener section with every commented-out key line
+/// uncommented: the documented HTTPS and redirect listeners.
+fn example_with_listeners_uncommented() -> String {
+    let start = EXAMPLE
+        .find("# --- Listeners")
+        .expect("a listeners section");
+    let end = start + EXAMPLE[start + 1..].find("# ---").expect("a next section") + 1;
+    let mut out = EXAMPLE[..start].to_owned();
+    for line in EXAMPLE[start..end].lines() {
+        let code = line.strip_prefix("# ").filter(|rest| {
+            let t = rest.trim_start();
+            t.starts_with(['[', ']', '{'])
+                || t.split_once(" = ").is_some_and(|(key, _)| {
+                    !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                })
+        });
+        out.push_str(code.unwrap_or(line));
+        out.push('\n');
+    }
+    out.push_str(&EXAMPLE[end..]);
+    out
+}
+
+#[test]
+fn the_example_tls_and_redirect_listeners_parse_once_uncommented() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = write_pair(dir.path(), "erp", &["erp.example.com"], |_| {});
+    let other = write_pair(dir.path(), "other", &["other.example.com"], |_| {});
+    let mut text = example_with_listeners_uncommented();
+    for (example, real) in [
+        ("/etc/odoo-edge/erp.example.com.pem", &erp.cert),
+        ("/etc/odoo-edge/erp.example.com.key", &erp.key),
+        ("/etc/odoo-edge/other.example.com.pem", &other.cert),
+        ("/etc/odoo-edge/other.example.com.key", &other.key),
+    ] {
+        assert!(text.contains(example), "the example names {example}");
+        text = text.replace(example, path_str(real));
+    }
+    let config = config::parse(&text).expect("the uncommented example must be valid");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let addresses: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| l.address.to_string())
+        .collect();
+    assert_eq!(addresses, ["0.0.0.0:8080", "0.0.0.0:443", "0.0.0.0:80"]);
+    let tls = config.listeners[1]
+        .tls
+        .as_ref()
+        .expect("the HTTPS listener");
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.certificates[1].cert, other.cert);
+    // Every value the example shows is the default.
+    let minimal = config::parse(&with_tls(&[entry(&erp.cert, &erp.key)], "")).expect("valid");
+    let default = tls_of(&minimal);
+    assert_eq!(tls.default_certificate, default.default_certificate);
+    assert_eq!(tls.unknown_sni, default.unknown_sni);
+    assert_eq!(tls.handshake_timeout, default.handshake_timeout);
+    assert_eq!(tls.hsts, default.hsts);
+    assert_eq!(tls.http2, default.http2);
+    let redirect = config.listeners[2]
+        .redirect
+        .as_ref()
+        .expect("the redirect listener");
+    assert_eq!(redirect.status, http::StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(redirect.https_port, None);
+    assert_eq!(redirect.except, ["/.well-known/acme-challenge/"]);
+}
+
+#[test]
+fn tls_key_and_file_problems_are_reported_together() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let erp = good_pair(dir.path(), "erp");
+    let missing = dir.path().join("missing.key");
+    let text = with_tls(
+        &[entry(&erp.cert, &missing)],
+        "unknown_sni = \"ignore\"\nhandshake_timeout = \"0s\"\n",
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            format!(
+                "listeners[1].tls.certificates[0].key = {:?} (line 14): cannot be read: \
+                 No such file or directory (os error 2)",
+                path_str(&missing)
+            ),
+            r#"listeners[1].tls.unknown_sni = "ignore" (line 16): expected "default" or "refuse""#
+                .to_owned(),
+            r#"listeners[1].tls.handshake_timeout = "0s" (line 17): must be longer than 0s"#
+                .to_owned(),
+        ]
+    );
+}

@@ -729,3 +729,83 @@ async fn drain_by_reload_stops_new_requests_and_lets_the_in_flight_one_finish() 
     assert_eq!(served, 5, "back in the round robin");
     cluster.shutdown().await;
 }
+
+/// A client that leaves while its request runs does not free the node's
+/// worker: the prefork worker is still busy with it.
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_keeps_the_worker_counted_busy() {
+    use tokio::io::AsyncWriteExt as _;
+    let cluster = Cluster::builder()
+        .node(MockConfig::new("web1", Role::Interactive).with_mode(Mode::Prefork { workers: 1 }))
+        .config(
+            "[health]\nwhen_all_down = \"closed\"\n\n[health.interactive]\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+        )
+        .start()
+        .await;
+    let web1 = cluster.node("web1").stats.clone();
+    let pool = cluster.running().topology().interactive.clone();
+    let mut stream = tokio::net::TcpStream::connect(cluster.edge)
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"GET /web/report?mock_sleep=1000 HTTP/1.1\r\nHost: erp.example.com\r\n\
+              X-Mock-Request-Id: abandoned\r\n\r\n",
+        )
+        .await
+        .expect("send");
+    assert!(wait_until(STEP, || web1.seen("abandoned") == 1).await);
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        pool.in_flight(),
+        vec![1],
+        "the worker is still busy on the node"
+    );
+    // Probes every 100 ms with fall = 1 would take the node down if they were
+    // let through to a busy worker.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(600) {
+        assert!(pool.nodes[0].is_up(), "a busy node was marked down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let next = get(cluster.edge, "/web/next").await;
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert!(
+        web1.max_in_flight() <= 1,
+        "the node never had more than its one worker's worth"
+    );
+    assert!(wait_until(STEP, || pool.in_flight() == vec![0]).await);
+    cluster.shutdown().await;
+}
+
+/// After a refused connection, a request that then waits out the queue gets
+/// the queue's 503 with Retry-After, not the refused node's 502.
+#[tokio::test]
+async fn a_queue_timeout_after_a_refused_node_is_a_503_with_retry_after() {
+    let cluster = Cluster::builder()
+        .refused("web0")
+        .node(MockConfig::new("web1", Role::Interactive).with_mode(Mode::Prefork { workers: 1 }))
+        .config("[admission]\nqueue_timeout = \"300ms\"\nretry_after = \"4s\"\n")
+        .start()
+        .await;
+    let edge = cluster.edge;
+    let web1 = cluster.node("web1").stats.clone();
+    let slow = tokio::spawn(async move {
+        Call::new(edge, Method::GET, "/web/report?mock_sleep=1500")
+            .header("X-Mock-Request-Id", "slow")
+            .send()
+            .await
+    });
+    assert!(wait_until(STEP, || web1.seen("slow") == 1).await);
+    let reply = get(edge, "/web/next").await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("4"));
+    let slow = timeout(STEP, slow)
+        .await
+        .expect("slow request in time")
+        .expect("task");
+    assert_eq!(slow.status, 200);
+    cluster.shutdown().await;
+}

@@ -51,6 +51,33 @@ pub struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: Spanned<String>,
+    /// `[listeners.tls]`: serve HTTPS here.
+    pub tls: Option<Spanned<FileTls>>,
+    /// Send every request (but `redirect_except`) to HTTPS.
+    pub redirect_to_https: Option<Spanned<bool>>,
+    pub redirect_status: Option<Spanned<i64>>,
+    pub https_port: Option<Spanned<i64>>,
+    pub redirect_except: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[listeners.tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub certificates: Spanned<Vec<FileCertificate>>,
+    pub default_certificate: Option<Spanned<i64>>,
+    pub unknown_sni: Option<Spanned<String>>,
+    pub handshake_timeout: Option<FileDuration>,
+    pub hsts: Option<Spanned<String>>,
+    pub http2: Option<bool>,
+}
+
+/// One entry of `certificates`: `{ cert = "...", key = "..." }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[[nodes]]`

@@ -45,6 +45,58 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
+    /// `[listeners.tls]`: terminate TLS here.
+    pub tls: Option<TlsConfig>,
+    /// `redirect_to_https = true` on a plain listener.
+    pub redirect: Option<Redirect>,
+}
+
+/// `[listeners.tls]`: certificates and what the TLS listener does.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// `certificates = [{ cert = "...", key = "..." }, ...]`, in file order;
+    /// the first (or the one named by `default_certificate`) answers clients
+    /// without a matching SNI name.
+    pub certificates: Vec<CertificateFiles>,
+    /// Index into `certificates` of the default certificate.
+    pub default_certificate: usize,
+    /// A client whose SNI name no certificate covers (or that sends none).
+    pub unknown_sni: UnknownSni,
+    /// A handshake not complete within this is dropped.
+    pub handshake_timeout: Duration,
+    /// `Strict-Transport-Security` on every HTTPS reply; `None` = off.
+    pub hsts: Option<http::HeaderValue>,
+    /// Offer HTTP/2 through ALPN.
+    pub http2: bool,
+    /// The rustls server config built from the files when the config was loaded.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+}
+
+/// One certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What a TLS listener does with an SNI name none of its certificates covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownSni {
+    /// Answer with the default certificate (the client will likely warn).
+    Default,
+    /// Refuse the handshake (`unrecognized_name` alert).
+    Refuse,
+}
+
+/// A plain listener that sends browsers to HTTPS.
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    /// 301 (default) or 308.
+    pub status: http::StatusCode,
+    /// HTTPS port in the Location when not 443.
+    pub https_port: Option<u16>,
+    /// Path prefixes served normally instead (an ACME http-01 challenge).
+    pub except: Vec<String>,
 }
 
 /// What an Odoo node does; decides which requests it may receive.

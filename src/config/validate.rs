@@ -5,19 +5,21 @@ use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::Method;
 use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::file::{FileConfig, FileDuration, FileProbe, FileSize};
+use super::file::{FileConfig, FileDuration, FileListener, FileProbe, FileSize, FileTls};
 use super::{
-    Admission, Config, ConfigError, CookieFlags, Forwarding, Health, Limits, ListenerConfig,
-    NodeConfig, Probe, Problem, Retries, Role, StaticConfig, Timeouts, WhenAllDown,
+    Admission, CertificateFiles, Config, ConfigError, CookieFlags, Forwarding, Health, Limits,
+    ListenerConfig, NodeConfig, Probe, Problem, Redirect, Retries, Role, StaticConfig, Timeouts,
+    TlsConfig, UnknownSni, WhenAllDown,
 };
+use crate::tls::{self, Part, TlsError};
 
 /// Default upstream reply timeout: above the `limit_time_real = 1200` of Odoo's
 /// documented sample, so that Odoo's own watchdog fires first on a runaway
@@ -38,6 +40,15 @@ const PROBE_INTERVALS: RangeInclusive<Duration> =
 /// `Retry-After` is a number of seconds; a client told to wait more than a
 /// day would simply not come back.
 const RETRY_AFTERS: RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(86400);
+
+/// `[listeners.tls] hsts`: what Odoo's documented nginx setup sends.
+const DEFAULT_HSTS: &str = "max-age=31536000; includeSubDomains";
+
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS handshake is a few round trips; a client that needs more than this
+/// is gone, or holding a connection slot on purpose.
+const MAX_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The maintenance page is kept in memory and sent whole with every 503.
 const MAX_MAINTENANCE_PAGE: u64 = MIB;
@@ -195,16 +206,265 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, l) in file.listeners.iter().enumerate() {
+            let tls = l.tls.as_ref().and_then(|t| self.tls(i, t));
+            let redirect = self.redirect(i, l);
             let key = format!("listeners[{i}].address");
             match l.address.get_ref().parse::<SocketAddr>() {
                 Ok(addr) if !seen.insert(addr) => {
                     self.bad(key, &l.address, "the same address is listed twice")
                 }
-                Ok(address) => out.push(ListenerConfig { address }),
+                Ok(address) => out.push(ListenerConfig {
+                    address,
+                    tls,
+                    redirect,
+                }),
                 Err(_) => self.bad(key, &l.address, "expected IP:port, such as 0.0.0.0:8080"),
             }
         }
+        // A redirect to a port no TLS listener here has may be right (a
+        // port forward in front), but is more often a forgotten https_port.
+        let https_ports: HashSet<u16> = out
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .map(|l| l.address.port())
+            .collect();
+        for l in &out {
+            if let Some(redirect) = &l.redirect {
+                let port = redirect.https_port.unwrap_or(443);
+                if !https_ports.contains(&port) {
+                    self.warnings.push(format!(
+                        "listener {} redirects to HTTPS on port {port}, but no listener here \
+                         with [listeners.tls] has that port",
+                        l.address
+                    ));
+                }
+            }
+        }
         out
+    }
+
+    /// `[listeners.tls]` of listener `i`: every key checked, then the files
+    /// loaded and checked; `None` if anything is wrong.
+    fn tls(&mut self, i: usize, table: &Spanned<FileTls>) -> Option<TlsConfig> {
+        let t = table.get_ref();
+        let base = format!("listeners[{i}].tls");
+        let problems_before = self.problems.len();
+        let entries = t.certificates.get_ref();
+        if entries.is_empty() {
+            self.problem(
+                format!("{base}.certificates"),
+                Some("[]".into()),
+                Some(t.certificates.span()),
+                "at least one { cert = \"...\", key = \"...\" } is needed",
+            );
+        }
+        let certificates: Vec<CertificateFiles> = entries
+            .iter()
+            .map(|c| CertificateFiles {
+                cert: PathBuf::from(c.cert.get_ref()),
+                key: PathBuf::from(c.key.get_ref()),
+            })
+            .collect();
+        let default_certificate = match &t.default_certificate {
+            None => 0,
+            // Already reported: no certificate at all.
+            Some(_) if entries.is_empty() => 0,
+            Some(n) if (0..entries.len() as i64).contains(n.get_ref()) => *n.get_ref() as usize,
+            Some(n) => {
+                let reason = format!(
+                    "must be 0 to {}: an index into certificates, which lists {}",
+                    entries.len() - 1,
+                    entries.len()
+                );
+                self.bad(format!("{base}.default_certificate"), n, &reason);
+                0
+            }
+        };
+        let unknown_sni = match &t.unknown_sni {
+            None => UnknownSni::Default,
+            Some(v) => match v.get_ref().as_str() {
+                "default" => UnknownSni::Default,
+                "refuse" => UnknownSni::Refuse,
+                _ => {
+                    self.bad(
+                        format!("{base}.unknown_sni"),
+                        v,
+                        "expected \"default\" or \"refuse\"",
+                    );
+                    UnknownSni::Default
+                }
+            },
+        };
+        let handshake_timeout = match &t.handshake_timeout {
+            None => DEFAULT_HANDSHAKE_TIMEOUT,
+            Some(d) if d.get_ref().is_zero() => {
+                self.bad_duration(
+                    format!("{base}.handshake_timeout"),
+                    d,
+                    "must be longer than 0s",
+                );
+                DEFAULT_HANDSHAKE_TIMEOUT
+            }
+            Some(d) if **d.get_ref() > MAX_HANDSHAKE_TIMEOUT => {
+                self.bad_duration(
+                    format!("{base}.handshake_timeout"),
+                    d,
+                    "must be at most 60s: a handshake takes a few round trips",
+                );
+                DEFAULT_HANDSHAKE_TIMEOUT
+            }
+            Some(d) => **d.get_ref(),
+        };
+        let hsts = match &t.hsts {
+            None => Some(http::HeaderValue::from_static(DEFAULT_HSTS)),
+            Some(v) if v.get_ref() == "off" => None,
+            Some(v) => match http::HeaderValue::from_str(v.get_ref()) {
+                Ok(_) if !v.get_ref().to_ascii_lowercase().contains("max-age=") => {
+                    self.bad(
+                        format!("{base}.hsts"),
+                        v,
+                        "must contain max-age=<seconds> (browsers ignore it otherwise), \
+                         or be \"off\"",
+                    );
+                    None
+                }
+                Ok(value) => Some(value),
+                Err(_) => {
+                    self.bad(format!("{base}.hsts"), v, "not a valid header value");
+                    None
+                }
+            },
+        };
+        let http2 = t.http2.unwrap_or(true);
+        if entries.is_empty() {
+            return None;
+        }
+        // Chains are checked even when another file fails to load, so that
+        // every problem shows at once; a chain that cannot be read is
+        // reported once, by the loading.
+        let check = tls::check_certificates(&certificates, default_certificate, SystemTime::now());
+        let loaded = tls::server_config(&certificates, default_certificate, unknown_sni, http2);
+        let unreadable: HashSet<usize> = match &loaded {
+            Err(TlsError::Files(errors)) => errors
+                .iter()
+                .filter(|e| e.part == Part::Cert)
+                .map(|e| e.certificate)
+                .collect(),
+            _ => HashSet::new(),
+        };
+        let mut file_problems: Vec<(usize, Part, String)> = Vec::new();
+        for (j, report) in check.certificates.iter().enumerate() {
+            if !unreadable.contains(&j) {
+                file_problems.extend(report.errors.iter().map(|e| (j, Part::Cert, e.clone())));
+            }
+        }
+        let server = match loaded {
+            Ok(server) => Some(server),
+            Err(TlsError::Files(errors)) => {
+                file_problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| (e.certificate, e.part, e.reason.to_string())),
+                );
+                None
+            }
+            Err(other) => {
+                self.problem(base.clone(), None, Some(table.span()), other.to_string());
+                None
+            }
+        };
+        // In file order: by entry, the cert before the key.
+        file_problems.sort_by_key(|(j, part, _)| (*j, *part == Part::Key));
+        for (j, part, reason) in file_problems {
+            let value = match part {
+                Part::Cert => &entries[j].cert,
+                Part::Key => &entries[j].key,
+            };
+            self.bad(
+                format!("{base}.certificates[{j}].{}", part.as_str()),
+                value,
+                &reason,
+            );
+        }
+        self.warnings
+            .extend(check.warnings.iter().map(|w| format!("{base}: {w}")));
+        let server = server?;
+        (self.problems.len() == problems_before).then_some(TlsConfig {
+            certificates,
+            default_certificate,
+            unknown_sni,
+            handshake_timeout,
+            hsts,
+            http2,
+            server,
+        })
+    }
+
+    /// `redirect_to_https` and the keys that go with it, on listener `i`.
+    fn redirect(&mut self, i: usize, l: &FileListener) -> Option<Redirect> {
+        let key = |name: &str| format!("listeners[{i}].{name}");
+        let on = l.redirect_to_https.as_ref().is_some_and(|r| *r.get_ref());
+        if !on {
+            let reason = "only with redirect_to_https = true";
+            if let Some(v) = &l.redirect_status {
+                self.bad(key("redirect_status"), v, reason);
+            }
+            if let Some(v) = &l.https_port {
+                self.bad(key("https_port"), v, reason);
+            }
+            if let Some(v) = &l.redirect_except {
+                self.bad(key("redirect_except"), v, reason);
+            }
+            return None;
+        }
+        let problems_before = self.problems.len();
+        if let (Some(r), Some(_)) = (&l.redirect_to_https, &l.tls) {
+            self.bad(
+                key("redirect_to_https"),
+                r,
+                "not on a listener with [listeners.tls], which serves HTTPS already: \
+                 redirect from a plain listener",
+            );
+        }
+        let status = match &l.redirect_status {
+            None => StatusCode::MOVED_PERMANENTLY,
+            Some(v) => match v.get_ref() {
+                301 => StatusCode::MOVED_PERMANENTLY,
+                308 => StatusCode::PERMANENT_REDIRECT,
+                _ => {
+                    self.bad(
+                        key("redirect_status"),
+                        v,
+                        "expected 301 or 308 (which keeps the method and body of a POST)",
+                    );
+                    StatusCode::MOVED_PERMANENTLY
+                }
+            },
+        };
+        let https_port = match &l.https_port {
+            None => None,
+            Some(v) => self
+                .integer(key("https_port"), v, 1..=65535)
+                .map(|port| port as u16)
+                .filter(|&port| port != 443),
+        };
+        let mut except = Vec::new();
+        for (j, prefix) in l
+            .redirect_except
+            .iter()
+            .flat_map(|l| l.get_ref())
+            .enumerate()
+        {
+            match check_path_prefix(prefix.get_ref()) {
+                Ok(()) => except.push(prefix.get_ref().clone()),
+                Err(reason) => self.bad(format!("{}[{j}]", key("redirect_except")), prefix, reason),
+            }
+        }
+        (self.problems.len() == problems_before).then_some(Redirect {
+            status,
+            https_port,
+            except,
+        })
     }
 
     fn nodes(
@@ -394,7 +654,7 @@ impl Validator<'_> {
             }
         }
         if let Some(d) = &file.interval {
-            if PROBE_INTERVALS.contains(d.get_ref()) {
+            if PROBE_INTERVALS.contains(&**d.get_ref()) {
                 probe.interval = **d.get_ref();
             } else {
                 self.bad_duration(format!("{table}.interval"), d, "must be 100ms to 1h");
@@ -545,7 +805,7 @@ impl Validator<'_> {
                 "must be whole seconds: Retry-After is sent as a number of seconds",
             );
             default
-        } else if !RETRY_AFTERS.contains(d.get_ref()) {
+        } else if !RETRY_AFTERS.contains(&**d.get_ref()) {
             self.bad_duration(key, d, "must be 1s to 1 day");
             default
         } else {
@@ -879,6 +1139,18 @@ fn check_probe_path(text: &str) -> Result<(), &'static str> {
     match text.parse::<PathAndQuery>() {
         Ok(pq) if pq.as_str() == text => Ok(()),
         _ => Err("not a valid path and query (no spaces, no '#')"),
+    }
+}
+
+/// Checks a `redirect_except` prefix: an absolute path, compared with the
+/// request path, so no query.
+fn check_path_prefix(text: &str) -> Result<(), &'static str> {
+    if !text.starts_with('/') {
+        return Err("must start with '/', such as \"/.well-known/acme-challenge/\"");
+    }
+    match text.parse::<PathAndQuery>() {
+        Ok(pq) if pq.as_str() == text && pq.query().is_none() => Ok(()),
+        _ => Err("not a valid path (no spaces, '?' or '#')"),
     }
 }
 

@@ -234,3 +234,27 @@ fn rise_and_fall_count_consecutive_outcomes() {
     assert_eq!(n.record_pass(), Some(Transition::Up));
     assert!(n.is_up());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_whose_last_usable_node_drains_is_refused_at_once() {
+    let pool = pool(&[1, 1], 10, WhenAllDown::Open);
+    let a = pool.acquire(&[]).await.unwrap();
+    let b = pool.acquire(&[]).await.unwrap();
+    let (a_index, b_index) = (a.index(), b.index());
+    let started = tokio::time::Instant::now();
+    let retry = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.acquire(&[a_index]).await.map(|l| l.index()) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(pool.queued(), 1);
+    assert!(pool.nodes[b_index].set_draining(true));
+    pool.refresh();
+    assert_eq!(retry.await.unwrap(), Err(Refusal::Exhausted));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not after queue_timeout"
+    );
+    assert_eq!(pool.queued(), 0);
+    drop((a, b));
+}

@@ -25,6 +25,8 @@ pub mod reply;
 mod tunnel;
 pub mod websocket;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -44,7 +46,7 @@ use crate::pool::{Lease, Node, Pool, Refusal, Topology};
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
 use crate::static_files::{Lookup, StaticFiles};
-use crate::upstream::SendError;
+use crate::upstream::{Driver, SendError};
 
 /// Everything a request needs, built once from the config.
 pub struct Edge {
@@ -176,16 +178,29 @@ async fn forward(
         // Bounded: each turn tries a node not tried before.
         let lease = match pool.acquire(&tried).await {
             Ok(lease) => lease,
-            Err(refusal) => return Err(last_error.unwrap_or(refused(pool, refusal))),
+            Err(Refusal::Exhausted) => {
+                return Err(last_error.unwrap_or(refused(pool, Refusal::Exhausted)));
+            }
+            // Busy or down now: say so (503 + Retry-After), whatever failed before.
+            Err(refusal) => return Err(refused(pool, refusal)),
         };
         tried.push(lease.index());
         let node = lease.node().clone();
         let request = upstream_request(&parts, &node, &target, &body);
-        let sent = tokio::time::timeout(
-            edge.timeouts.upstream_response,
-            node.endpoint.send(request, edge.timeouts.upstream_connect),
-        );
-        match sent.await {
+        let send = {
+            let node = node.clone();
+            let connect = edge.timeouts.upstream_connect;
+            tokio::time::timeout(edge.timeouts.upstream_response, async move {
+                node.endpoint.send(request, connect).await
+            })
+        };
+        let mut in_flight = InFlight {
+            send: Some(Box::pin(send)),
+            lease: Some(lease),
+        };
+        let sent = in_flight.wait().await;
+        let lease = in_flight.finish();
+        match sent {
             Ok(Ok((response, mut driver))) => {
                 node.record_answer();
                 return driver
@@ -229,6 +244,50 @@ async fn forward(
                 warn!(node = %node.name, method = %parts.method, cause = %err, "replaying on the next node");
                 last_error = Some(err);
             }
+        }
+    }
+}
+
+type Sent = Result<Result<(Response<Incoming>, Driver), SendError>, tokio::time::error::Elapsed>;
+
+/// A request on its way to a node, holding the node's worker.
+///
+/// A client that leaves before the reply head makes hyper drop the request's
+/// future, but the node's worker is still busy with the request (a prefork
+/// worker finds out only when it writes the reply). So the wait for the head
+/// (bounded by `upstream_response`) then goes on in a task of its own, and
+/// the worker is released only when that ends: the edge never counts a busy
+/// worker as free.
+struct InFlight {
+    send: Option<Pin<Box<dyn Future<Output = Sent> + Send>>>,
+    lease: Option<Lease>,
+}
+
+impl InFlight {
+    async fn wait(&mut self) -> Sent {
+        let sent = match self.send.as_mut() {
+            Some(send) => send.await,
+            None => unreachable!("an InFlight is waited for once"),
+        };
+        self.send = None;
+        sent
+    }
+
+    /// The worker, once the node has answered (or failed).
+    fn finish(mut self) -> Lease {
+        self.lease.take().expect("the lease is taken once, here")
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let (Some(send), Some(lease)) = (self.send.take(), self.lease.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = send.await;
+                drop(lease);
+            });
         }
     }
 }

@@ -41,7 +41,7 @@ pub async fn splice(client: Upgraded, upstream: Upgraded, idle: Duration, stop: 
         }
     };
     let copy = async {
-        match client.downcast::<TokioIo<ClientIo>>() {
+        match client.downcast::<TokioIo<ClientIo<TcpStream>>>() {
             Ok(parts) => {
                 let client = parts.io.into_inner().into_inner();
                 raw(client, parts.read_buf, upstream, upstream_pre, idle).await

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::{ClientInfo, Edge, ReplyBody, error_chain, error_response, headers, tunnel};
 use crate::error::ProxyError;
 use crate::health;
-use crate::pool::{Lease, Node};
+use crate::pool::{Lease, Node, Refusal};
 use crate::router::Route;
 
 /// Longest wait for a node's answer to a websocket handshake.
@@ -74,7 +74,10 @@ pub async fn tunnel(
         let lease = match pool.acquire(&tried).await {
             Ok(lease) => lease,
             Err(refusal) => {
-                let err = last.unwrap_or(super::refused(pool, refusal));
+                let err = match (refusal, last) {
+                    (Refusal::Exhausted, Some(last)) => last,
+                    (refusal, _) => super::refused(pool, refusal),
+                };
                 warn!(cause = %err, "websocket not opened");
                 return edge.error_response(&err);
             }
