@@ -73,12 +73,16 @@ pub fn apply(topology: &Topology, config: &Config) -> Vec<String> {
 }
 
 /// Swaps in the certificates of `config` for each TLS listener that is still
-/// configured at the same address.
+/// configured, in the same place in the file, at the same address.
 pub fn certificates(listeners: &[(SocketAddr, Mode)], config: &Config) -> Vec<String> {
     let mut lines = Vec::new();
-    for (address, mode) in listeners {
+    for (index, (address, mode)) in listeners.iter().enumerate() {
         let Some(tls) = &mode.tls else { continue };
-        let wanted = config.listeners.iter().find(|l| l.address == *address);
+        // The same entry of the file, at the same address.
+        let wanted = config
+            .listeners
+            .get(index)
+            .filter(|l| l.address == *address);
         match wanted.and_then(|l| l.tls.as_ref()) {
             Some(new) => {
                 tls.server.store(new.server.clone());

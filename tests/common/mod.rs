@@ -70,6 +70,8 @@ pub struct Cluster {
     pub edge: SocketAddr,
     /// The configuration the edge runs with.
     pub config: Config,
+    /// The TOML it was parsed from.
+    text: String,
     mocks: Vec<(String, MockHandle)>,
     cron: Vec<(String, Arc<AtomicU64>, JoinHandle<()>)>,
     /// Bound but never listening: connecting to them is refused, and no other
@@ -207,6 +209,7 @@ impl ClusterBuilder {
         Cluster {
             edge,
             config,
+            text,
             mocks,
             cron,
             refused,
@@ -264,6 +267,12 @@ impl Cluster {
 
     /// The running edge: [`Running::topology`] shows node health and load,
     /// [`Running::reload`] applies a changed config.
+    /// The TOML the edge's config was parsed from, to parse again for a reload.
+    #[allow(dead_code)]
+    pub fn config_text(&self) -> String {
+        self.text.clone()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("the edge is still running")
     }

@@ -1,0 +1,411 @@
+//! The TLS edge: certificates chosen by SNI, HTTP/2 through ALPN to an
+//! HTTP/1.1 node, HSTS, the plain listener's redirect, certificate reload,
+//! and bad input on the TLS port. Certificates are made at test time.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Cluster, STEP};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// A test CA and the files of the server certificates it issued.
+struct Pki {
+    issuer: Issuer<'static, KeyPair>,
+    root: CertificateDer<'static>,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "odoo-edge test CA");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Pki {
+            root: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Writes `<stem>.pem` and `<stem>.key` for `names`; returns the
+    /// certificate as the client will see it.
+    fn issue(&self, stem: &str, names: &[&str]) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("server params");
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("server cert");
+        std::fs::write(self.path(stem, "pem"), cert.pem()).expect("write cert");
+        std::fs::write(self.path(stem, "key"), key.serialize_pem()).expect("write key");
+        cert.der().clone()
+    }
+
+    fn path(&self, stem: &str, ext: &str) -> PathBuf {
+        self.dir.path().join(format!("{stem}.{ext}"))
+    }
+
+    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.root.clone()).expect("trust the test CA");
+        let mut config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// A `[[listeners]]` entry with TLS, for `Cluster::config`.
+fn tls_listener(pki: &Pki, stems: &[&str], extra: &str) -> String {
+    let certs: Vec<String> = stems
+        .iter()
+        .map(|s| {
+            format!(
+                "{{ cert = {:?}, key = {:?} }}",
+                path_str(&pki.path(s, "pem")),
+                path_str(&pki.path(s, "key"))
+            )
+        })
+        .collect();
+    format!(
+        "\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{}]\n{extra}\n",
+        certs.join(", ")
+    )
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+async fn connect(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    sni: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(sni.to_owned()).expect("a DNS name");
+    timeout(STEP, connector.connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))?
+}
+
+fn served_certificate(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a server certificate")
+        .clone()
+        .into_owned()
+}
+
+/// One HTTP/1.1 request on an open stream (kept alive); status, headers, body.
+async fn http1(
+    stream: &mut TlsStream<TcpStream>,
+    path: &str,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    let request = Request::get(path)
+        .header("host", "erp.example.com")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let exchange = async {
+        let response = sender.send_request(request).await.expect("reply");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        (parts.status, parts.headers, body)
+    };
+    // The connection is driven alongside and given back (not closed) after.
+    let mut conn = std::pin::pin!(conn.without_shutdown());
+    tokio::select! {
+        reply = timeout(STEP, exchange) => reply.expect("reply in time"),
+        done = &mut conn => panic!("connection ended before the reply: {done:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_https_reaches_odoo_with_hsts() {
+    let pki = Pki::new();
+    let erp = pki.issue("erp", &["erp.example.com"]);
+    let shop = pki.issue("shop", &["shop.example.com", "*.shop.example.com"]);
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&tls_listener(&pki, &["erp", "shop"], ""))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+    let client = pki.client(&[b"http/1.1"]);
+
+    let mut stream = connect(addr, &client, "erp.example.com")
+        .await
+        .expect("TLS");
+    assert!(served_certificate(&stream) == erp, "erp certificate");
+    let (status, headers, body) = http1(&mut stream, "/web/webclient/version_info").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        headers
+            .get("strict-transport-security")
+            .map(|v| v.as_bytes()),
+        Some(&b"max-age=31536000; includeSubDomains"[..])
+    );
+    let echo = common::Echo::parse(&body);
+    assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+
+    let stream = connect(addr, &client, "eu.shop.example.com")
+        .await
+        .expect("TLS");
+    assert!(served_certificate(&stream) == shop, "wildcard certificate");
+    // No certificate names it: the default (first) one answers.
+    let stream = connect(addr, &client, "other.example.org").await;
+    assert!(
+        stream.is_err(),
+        "the client must reject a certificate for another name"
+    );
+
+    // The plain listener sends no HSTS.
+    let plain = common::get(cluster.edge, "/web/webclient/version_info").await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("strict-transport-security"), None);
+    assert_eq!(plain.echo().header("x-forwarded-proto"), Some("http"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn http2_through_alpn_reaches_an_http1_node_with_host_from_authority() {
+    let pki = Pki::new();
+    pki.issue("erp", &["erp.example.com"]);
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&tls_listener(&pki, &["erp"], ""))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+    let stream = connect(addr, &pki.client(&[b"h2", b"http/1.1"]), "erp.example.com")
+        .await
+        .expect("TLS");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    for (method, body) in [("GET", ""), ("POST", "{\"jsonrpc\": \"2.0\"}")] {
+        let request = Request::builder()
+            .method(method)
+            .uri("https://erp.example.com/web/dataset/call_kw?x=1")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let response = timeout(STEP, sender.send_request(request))
+            .await
+            .expect("reply in time")
+            .expect("reply");
+        assert_eq!(response.status(), 200, "{method}");
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert!(response.headers().contains_key("strict-transport-security"));
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let echo = common::Echo::parse(&body);
+        assert_eq!(echo.method(), method);
+        assert_eq!(
+            echo.header("host"),
+            Some("erp.example.com"),
+            "Host from :authority"
+        );
+        assert_eq!(echo.header("x-forwarded-host"), Some("erp.example.com"));
+        assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_plain_listener_redirects_to_https_except_the_acme_directory() {
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(
+            "\n[[listeners]]\naddress = \"127.0.0.1:0\"\nredirect_to_https = true\n\
+             redirect_except = [\"/.well-known/acme-challenge/\"]\n\
+             \n[[listeners]]\naddress = \"127.0.0.1:0\"\nredirect_to_https = true\n\
+             redirect_status = 308\nhttps_port = 8443\n",
+        )
+        .start()
+        .await;
+    let addrs = &cluster.running().addrs;
+    let get = |addr, path: &str| {
+        common::Call::new(addr, hyper::Method::GET, path)
+            .header("host", "erp.example.com:8080")
+            .send()
+    };
+    let reply = get(addrs[1], "/web/login?db=prod&redirect=%2Fodoo").await;
+    assert_eq!(reply.status, 301);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://erp.example.com/web/login?db=prod&redirect=%2Fodoo")
+    );
+    assert_eq!(
+        cluster.node("web1").stats.requests(),
+        0,
+        "a redirect reaches no node"
+    );
+
+    let reply = get(addrs[1], "/.well-known/acme-challenge/token-1").await;
+    assert!(
+        reply.header("x-mock-node").is_some(),
+        "the ACME path is served, not redirected"
+    );
+
+    let reply = get(addrs[2], "/web").await;
+    assert_eq!(reply.status, 308);
+    assert_eq!(
+        reply.header("location"),
+        Some("https://erp.example.com:8443/web")
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_swaps_the_certificate_and_an_open_connection_keeps_working() {
+    let pki = Pki::new();
+    let first = pki.issue("erp", &["erp.example.com"]);
+    let mut cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&tls_listener(&pki, &["erp"], ""))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+    let client = pki.client(&[b"http/1.1"]);
+    let mut open = connect(addr, &client, "erp.example.com")
+        .await
+        .expect("TLS");
+    assert!(served_certificate(&open) == first);
+    assert_eq!(http1(&mut open, "/web/one").await.0, 200);
+
+    // The files are replaced (a renewal) and the config reloaded.
+    let second = pki.issue("erp", &["erp.example.com"]);
+    assert!(first != second);
+    let text = cluster.config_text();
+    let config = odoo_edge::config::parse(&text).expect("the renewed files load");
+    let lines = cluster.running().reload(&config);
+    assert!(
+        lines.iter().any(|l| l.contains("certificates reloaded")),
+        "{lines:?}"
+    );
+    let fresh = connect(addr, &client, "erp.example.com")
+        .await
+        .expect("TLS");
+    assert!(
+        served_certificate(&fresh) == second,
+        "new handshakes get the new certificate"
+    );
+    assert_eq!(
+        http1(&mut open, "/web/two").await.0,
+        200,
+        "the open connection is untouched"
+    );
+
+    // A broken file is refused whole: the running certificate stays.
+    std::fs::write(pki.path("erp", "key"), "not a key").expect("break the key");
+    assert!(odoo_edge::config::parse(&text).is_err());
+    let again = connect(addr, &client, "erp.example.com")
+        .await
+        .expect("TLS");
+    assert!(served_certificate(&again) == second);
+    cluster.stop_edge(Duration::from_secs(2)).await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_on_the_tls_port_is_closed_and_the_edge_serves_on() {
+    let pki = Pki::new();
+    pki.issue("erp", &["erp.example.com"]);
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&tls_listener(
+            &pki,
+            &["erp"],
+            "handshake_timeout = \"300ms\"\nunknown_sni = \"refuse\"\n",
+        ))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+
+    let inputs: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: erp.example.com\r\n\r\n",
+        b"\x16\x03\x01\x00\x05garbage-hello-that-is-not-tls",
+        &[0xff; 64],
+    ];
+    for input in inputs {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(input).await.expect("send");
+        let mut buf = Vec::new();
+        let read = timeout(STEP, tcp.read_to_end(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(
+            read.is_err() || !String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"),
+            "{input:?} must not be served"
+        );
+    }
+
+    // A client that connects and says nothing is dropped at handshake_timeout.
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = timeout(STEP, silent.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // unknown_sni = "refuse": no certificate for another name.
+    let client = pki.client(&[b"http/1.1"]);
+    assert!(connect(addr, &client, "other.example.org").await.is_err());
+
+    let mut stream = connect(addr, &client, "erp.example.com")
+        .await
+        .expect("TLS");
+    assert_eq!(
+        http1(&mut stream, "/web").await.0,
+        200,
+        "the edge serves on"
+    );
+    cluster.shutdown().await;
+}
