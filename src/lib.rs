@@ -10,7 +10,8 @@
 //! # Request flow
 //!
 //! ```text
-//! client ─► listener (ClientIo: idle/head/send timeouts, hyper HTTP/1.1)
+//! client ─► listener (TLS + ALPN, or plain; a redirect listener answers 301;
+//!           ClientIo: idle/head/send timeouts; hyper HTTP/1.1 or HTTP/2)
 //!        ─► proxy::handle
 //!             ├─ static_files           GET/HEAD /<module>/static/<path> from the addons paths
 //!             │                           (missing → on to Odoo; unsafe → 404)
@@ -34,7 +35,9 @@
 //! # Layout
 //!
 //! * `config`: the TOML file (`file`), its rules (`validate`), the runtime [`Config`].
-//! * `listener`: bind, accept, serve connections; client-side timeouts.
+//! * `listener`: bind, accept, TLS handshakes, serve connections (HTTP/1.1,
+//!   HTTP/2 over TLS), HSTS, the HTTPS redirect; client-side timeouts.
+//! * `tls`: certificates from PEM, the SNI resolver, rustls settings, checks.
 //! * `router`: path → route; pure.
 //! * `proxy`: the request phases; `body`, `headers`, `reply`, `accel`, `websocket`, `tunnel`.
 //! * `pool`: nodes by role; admission control (workers per node, one FIFO

@@ -87,6 +87,22 @@ fn check(path: &Path) -> ExitCode {
         count(Role::Gevent),
         count(Role::Cron),
     );
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if let Some(tls) = &listener.tls {
+            // Problems and warnings were reported while loading; this lists
+            // what each listener will serve.
+            let check = odoo_edge::tls::check(tls, std::time::SystemTime::now());
+            for report in &check.certificates {
+                println!("odoo-edge: listeners[{i}] ({}): {report}", listener.address);
+            }
+        } else if let Some(redirect) = &listener.redirect {
+            println!(
+                "odoo-edge: listeners[{i}] ({}): redirects to HTTPS ({})",
+                listener.address,
+                redirect.status.as_u16()
+            );
+        }
+    }
     let draining: Vec<&str> = config
         .nodes
         .iter()

@@ -409,3 +409,33 @@ async fn bad_input_on_the_tls_port_is_closed_and_the_edge_serves_on() {
     );
     cluster.shutdown().await;
 }
+
+#[test]
+fn check_lists_each_certificate_with_its_names_and_expiry() {
+    let pki = Pki::new();
+    pki.issue("erp", &["erp.example.com", "www.example.com"]);
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nredirect_to_https = true\n\
+         {}\n[[nodes]]\nname = \"web1\"\naddress = \"127.0.0.1:8069\"\nrole = \"interactive\"\nworkers = 2\n",
+        tls_listener(&pki, &["erp"], "")
+    );
+    let file = pki.dir.path().join("edge.toml");
+    std::fs::write(&file, text).expect("write config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_odoo-edge"))
+        .args(["check", "-c", path_str(&file)])
+        .output()
+        .expect("run odoo-edge check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("redirects to HTTPS (301)"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("listeners[1]"))
+        .unwrap_or_else(|| panic!("no certificate line in {stdout}"));
+    assert!(line.contains("erp.example.com, www.example.com"), "{line}");
+    assert!(line.contains("valid until"), "{line}");
+}

@@ -84,7 +84,7 @@ pub struct CertificateFiles {
 pub enum UnknownSni {
     /// Answer with the default certificate (the client will likely warn).
     Default,
-    /// Refuse the handshake (`unrecognized_name` alert).
+    /// Refuse the handshake (rustls sends an `access_denied` alert).
     Refuse,
 }
 
