@@ -139,6 +139,11 @@ impl Running {
         &self.edge.topology
     }
 
+    /// Tasks alive now: listeners, probes, client connections, tunnels.
+    pub fn tasks(&self) -> usize {
+        self.lifecycle.tasks.len()
+    }
+
     /// Stops accepting, lets open requests finish for up to `deadline`, closes
     /// websocket tunnels at once and whatever is left at the deadline, then returns.
     pub async fn shutdown(self, deadline: Duration) {

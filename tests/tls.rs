@@ -362,6 +362,8 @@ async fn bad_input_on_the_tls_port_is_closed_and_the_edge_serves_on() {
         .start()
         .await;
     let addr = cluster.running().addrs[1];
+    // Listeners and probe tasks.
+    let baseline = cluster.running().tasks();
 
     let inputs: [&[u8]; 3] = [
         b"GET / HTTP/1.1\r\nHost: erp.example.com\r\n\r\n",
@@ -406,6 +408,14 @@ async fn bad_input_on_the_tls_port_is_closed_and_the_edge_serves_on() {
         http1(&mut stream, "/web").await.0,
         200,
         "the edge serves on"
+    );
+    drop(stream);
+    // Every connection task, bad ones included, has ended: nothing leaks.
+    let running = cluster.running();
+    assert!(
+        common::wait_until(STEP, || running.tasks() == baseline).await,
+        "{} tasks left, {baseline} expected",
+        running.tasks()
     );
     cluster.shutdown().await;
 }
