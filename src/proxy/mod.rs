@@ -148,8 +148,10 @@ async fn forward(
     }
     body::check_declared_length(req.headers(), &edge.limits)?;
     let (mut parts, incoming) = req.into_parts();
+    // HTTP/2 ends a body with END_STREAM and may send no Content-Length.
     let has_body = parts.headers.contains_key(header::CONTENT_LENGTH)
-        || parts.headers.contains_key(header::TRANSFER_ENCODING);
+        || parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || !http_body::Body::is_end_stream(&incoming);
 
     // read_body: before any node is chosen, so a slow upload holds no worker.
     let body = if has_body {
