@@ -17,6 +17,13 @@
 #              kept busy by 5 s "reports" sent to it directly
 #              (benches/reportload.py): nginx's round robin vs the edge's
 #              admission control
+#   tlsnew     new TLS connections per second, full handshakes, TLS 1.3 and
+#              1.2 (benches/tlsconn.py; handshake only, no HTTP request)
+#   tlsresume  the same with session resumption (TLS 1.3 tickets, TLS 1.2
+#              tickets, TLS 1.2 session IDs)
+#   tlsget     the small GET over HTTPS, keep-alive (wrk https://)
+#   (TLS: the same ECDSA P-256 certificate for both, generated per run with
+#   the openssl CLI into $OUT/tls/; nginx with the docs' SSL parameters)
 #
 # Every proxy run uses a fresh proxy process (so its peak RSS is its own);
 # the mock nodes live for the whole run. Raw outputs, logs and configs go to
@@ -60,6 +67,13 @@ REPORT_MS=${REPORT_MS:-5000}      # report: length of one long request (mock_sle
 REPORT_STAGGER=${REPORT_STAGGER:-1} # report: 1: the long requests start (and end) REPORT_MS/REPORT_LOAD apart; 0: all together
 REPORT_TIMEOUT=${REPORT_TIMEOUT:-60} # report: wrk --timeout (s); wrk leaves slower replies out of its latencies
 REPORT_P99_TARGET=${REPORT_P99_TARGET:-0.10} # report: p99 edge/nginx at most this ("a small fraction")
+TLS_CLIENTS=${TLS_CLIENTS:-2}     # tlsnew/tlsresume: client processes (benches/tlsconn.py --clients, or s_time instances)
+TLS_TOOL=${TLS_TOOL:-tlsconn}     # tlsnew/tlsresume client: tlsconn (benches/tlsconn.py) or s_time (cross-check; see README)
+TLS_NEW=${TLS_NEW-"1.3 1.2"}      # tlsnew: TLS versions, one set of rounds each (1.3, 1.2)
+TLS_RESUME=${TLS_RESUME-"1.3 1.2 1.2id"} # tlsresume: 1.3 (tickets), 1.2 (tickets), 1.2id (session IDs)
+TLS_NAME=${TLS_NAME:-odoo.mycompany.com} # certificate name and the SNI the clients send
+EDGE_HTTP2=${EDGE_HTTP2:-true}    # odoo-edge [listeners.tls] http2 (ALPN h2 offered; wrk and tlsconn.py use none)
+NGINX_SSL_SESSION_CACHE=${NGINX_SSL_SESSION_CACHE:-shared:SSL:10m} # nginx ssl_session_cache (none: nginx's default, as the docs leave it)
 OUT=${OUT:-$HERE/out/$(date +%Y%m%d-%H%M%S)}
 
 die() {
@@ -100,15 +114,39 @@ for r in $BIG_RATES; do
   [[ $r == max || $r =~ ^[0-9]+[KMG]?$ ]] || die "BIG_RATES: $r is not max or a curl --limit-rate value"
 done
 [[ -n $BIG_RATES ]] || die "BIG_RATES is empty"
+check_int TLS_CLIENTS "$TLS_CLIENTS" 1 16
+for v in $TLS_NEW; do
+  [[ $v == 1.3 || $v == 1.2 ]] || die "TLS_NEW: $v is not 1.3 or 1.2"
+done
+for v in $TLS_RESUME; do
+  [[ $v == 1.3 || $v == 1.2 || $v == 1.2id ]] || die "TLS_RESUME: $v is not 1.3, 1.2 or 1.2id"
+done
+[[ $TLS_NAME =~ ^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$ ]] || die "TLS_NAME=$TLS_NAME: expected a DNS name"
+[[ $EDGE_HTTP2 == true || $EDGE_HTTP2 == false ]] || die "EDGE_HTTP2=$EDGE_HTTP2: true or false"
+[[ $TLS_TOOL == tlsconn || $TLS_TOOL == s_time ]] || die "TLS_TOOL=$TLS_TOOL: tlsconn or s_time"
+if [[ $TLS_TOOL == s_time && " $SCENARIOS " == *" tlsresume "* && " $TLS_RESUME " == *" 1.2id "* ]]; then
+  die "TLS_TOOL=s_time cannot refuse tickets, so it has no 1.2id; set TLS_RESUME without it"
+fi
+[[ $NGINX_SSL_SESSION_CACHE =~ ^(off|none|builtin(:[0-9]+)?|shared:[A-Za-z0-9_]+:[0-9]+[kKmM]?)$ ]] ||
+  die "NGINX_SSL_SESSION_CACHE=$NGINX_SSL_SESSION_CACHE: off, none, builtin[:size] or shared:name:size"
 for s in $SCENARIOS; do
   case $s in
-    get | post | ws | static20k | staticjs | accel1m | bigaccel | report) ;;
-    *) die "SCENARIOS: unknown scenario $s (get, post, ws, static20k, staticjs, accel1m, bigaccel, report)" ;;
+    get | post | ws | static20k | staticjs | accel1m | bigaccel | report | tlsnew | tlsresume | tlsget) ;;
+    *) die "SCENARIOS: unknown scenario $s (get, post, ws, static20k, staticjs, accel1m, bigaccel, report, tlsnew, tlsresume, tlsget)" ;;
   esac
 done
+[[ " $SCENARIOS " == *" tlsnew "* && -z $TLS_NEW ]] && die "TLS_NEW is empty"
+[[ " $SCENARIOS " == *" tlsresume "* && -z $TLS_RESUME ]] && die "TLS_RESUME is empty"
 is_files() { [[ $1 == static20k || $1 == staticjs || $1 == accel1m || $1 == bigaccel ]]; }
+is_tls() { [[ $1 == tlsnew || $1 == tlsresume || $1 == tlsget ]]; }
 WANT_REPORT=0
 [[ " $SCENARIOS " == *" report "* ]] && WANT_REPORT=1
+WANT_TLS=0     # any TLS scenario: certificate, TLS configs, TLS sanity check
+WANT_TLSCONN=0 # tlsnew/tlsresume: benches/tlsconn.py
+for s in $SCENARIOS; do
+  is_tls "$s" && WANT_TLS=1
+  [[ ($s == tlsnew || $s == tlsresume) && $TLS_TOOL == tlsconn ]] && WANT_TLSCONN=1
+done
 
 WEB1_PORT=$((PORT_BASE + 69))
 WEB2_PORT=$((PORT_BASE + 70))
@@ -123,9 +161,13 @@ for tool in wrk curl pgrep awk sha256sum gzip truncate; do
   command -v "$tool" >/dev/null || die "$tool not found; run benches/setup.sh"
 done
 if ((WANT_REPORT)); then
-  for tool in ss python3; do
-    command -v "$tool" >/dev/null || die "$tool not found (needed by the report scenario)"
-  done
+  command -v ss >/dev/null || die "ss not found (needed by the report scenario)"
+fi
+if ((WANT_TLS)); then
+  command -v openssl >/dev/null || die "openssl not found (needed by the TLS scenarios); run benches/setup.sh"
+fi
+if ((WANT_REPORT || WANT_TLSCONN)); then
+  command -v python3 >/dev/null || die "python3 not found (needed by the report, tlsnew and tlsresume scenarios)"
   # the interpreter itself, not a version manager's shim, so its pid is the one we stop
   PYTHON_BIN=$(python3 -c 'import sys; print(sys.executable)') || die "python3 does not run"
   [[ -x $PYTHON_BIN ]] || die "python3 reports an interpreter $PYTHON_BIN that is not executable"
@@ -238,10 +280,10 @@ run_bounded() { # seconds output-file command...: run in the background, wait; C
 
 port_in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_http() { # url [tries of ~0.1 s]
+wait_http() { # url [tries of ~0.1 s] (https: the certificate is not checked)
   local url=$1 tries=${2:-100} i code
   for ((i = 0; i < tries; i++)); do
-    code=$(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
+    code=$(curl -s -k -o /dev/null -m 1 -w '%{http_code}' "$url" || true)
     [[ $code == 200 ]] && return 0
     sleep 0.1
   done
@@ -309,6 +351,11 @@ done
   dirty=$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null || true)
   echo "odoo-edge: git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)${dirty:+ + uncommitted changes to $(echo "$dirty" | wc -l) file(s) in src/ or Cargo.*}; binary sha256 $(sha256sum "$EDGE_BIN" | cut -c1-12)"
   echo "knobs: DURATION=$DURATION WARMUP=$WARMUP ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS WRK_THREADS=$WRK_THREADS GET_PATH=$GET_PATH WS_COUNT=$WS_COUNT WS_BATCH=$WS_BATCH WS_ROUNDS=$WS_ROUNDS SCENARIOS='$SCENARIOS' MOCK_WORKERS=$MOCK_WORKERS EDGE_THREADS=$EDGE_THREADS NGINX_WORKERS=$NGINX_WORKERS ulimit-n=$nofile"
+  if ((WANT_TLS)); then
+    echo "openssl: $(openssl version 2>&1)"
+    ((WANT_TLSCONN)) && echo "python3: $("$PYTHON_BIN" -c 'import ssl, sys; print(sys.version.split()[0], ssl.OPENSSL_VERSION)')"
+    echo "tls knobs: TLS_TOOL=$TLS_TOOL TLS_CLIENTS=$TLS_CLIENTS TLS_NEW='$TLS_NEW' TLS_RESUME='$TLS_RESUME' TLS_NAME=$TLS_NAME EDGE_HTTP2=$EDGE_HTTP2 NGINX_SSL_SESSION_CACHE=$NGINX_SSL_SESSION_CACHE"
+  fi
   if ((WANT_REPORT)); then
     echo "report knobs: REPORT_CONNECTIONS=$REPORT_CONNECTIONS REPORT_WORKERS=$REPORT_WORKERS REPORT_LOAD=$REPORT_LOAD REPORT_MS=$REPORT_MS REPORT_STAGGER=$REPORT_STAGGER REPORT_TIMEOUT=$REPORT_TIMEOUT"
   fi
@@ -363,6 +410,23 @@ make_fixtures() {
   fi
 }
 make_fixtures
+
+# TLS scenarios: one self-signed ECDSA P-256 certificate for both proxies,
+# generated per run (never committed), valid 30 days so that odoo-edge's
+# 14-day expiry warning stays quiet.
+TLS_DIR=$OUT/tls
+TLS_CERT=$TLS_DIR/cert.pem
+TLS_KEY=$TLS_DIR/key.pem
+if ((WANT_TLS)); then
+  mkdir -p "$TLS_DIR"
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -pkeyopt ec_param_enc:named_curve \
+    -nodes -keyout "$TLS_KEY" -out "$TLS_CERT" -days 30 -subj "/CN=$TLS_NAME" \
+    -addext "subjectAltName=DNS:$TLS_NAME,DNS:localhost,IP:127.0.0.1") >"$OUT/logs/tls-cert.log" 2>&1 ||
+    die "openssl req failed; see $OUT/logs/tls-cert.log"
+  openssl x509 -in "$TLS_CERT" -noout -text 2>/dev/null | grep -q 'NIST CURVE: P-256' ||
+    die "$TLS_CERT is not an ECDSA P-256 certificate"
+  log "TLS certificate: ECDSA P-256, CN=$TLS_NAME, subjectAltName $TLS_NAME, localhost, 127.0.0.1 ($TLS_CERT)"
+fi
 log "fixtures: $PNG_FILE (20480 B), $JS_FILE (204800 B), $ATTACH_FILE (1 MiB)${BIG_FILE:+, $BIG_FILE ($BIG_SIZE_MIB MiB, sparse)}"
 
 # --- mock nodes ------------------------------------------------------------------------------
@@ -405,13 +469,22 @@ if ((WANT_REPORT)); then
 fi
 
 # --- proxies --------------------------------------------------------------------------------------
-render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line]
-  local frag=${4:-}
+render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line] [fragment for the @TLS@ line]
+  local frag=${4:-} tls=${5:-} ssl="" edits=()
   if [[ -n $frag ]]; then
-    sed -e "/^@FILES@\$/{r $frag" -e 'd' -e '}' "$1"
+    edits+=(-e "/^@FILES@\$/{r $frag" -e 'd' -e '}')
   else
-    sed -e '/^@FILES@$/d' "$1"
-  fi | sed -e "s|@RUN_DIR@|$OUT|g" -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
+    edits+=(-e '/^@FILES@$/d')
+  fi
+  if [[ -n $tls ]]; then # TLS: the fragment, and nginx's listen ... ssl
+    edits+=(-e "/^@TLS@\$/{r $tls" -e 'd' -e '}')
+    ssl=" ssl"
+  else
+    edits+=(-e '/^@TLS@$/d')
+  fi
+  sed "${edits[@]}" "$1" | sed -e "s|@RUN_DIR@|$OUT|g" -e "s|@LISTEN_SSL@|$ssl|g" \
+    -e "s|@TLS_CERT@|$TLS_CERT|g" -e "s|@TLS_KEY@|$TLS_KEY|g" -e "s|@EDGE_HTTP2@|$EDGE_HTTP2|g" \
+    -e "s|@NGINX_SSL_SESSION_CACHE@|$NGINX_SSL_SESSION_CACHE|g" -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@NGINX_PORT@|$NGINX_PORT|g" \
     -e "s|@WEB1_PORT@|$WEB1_PORT|g" -e "s|@WEB2_PORT@|$WEB2_PORT|g" -e "s|@BUS_PORT@|$BUS_PORT|g" \
     -e "s|@MOCK_WORKERS@|$MOCK_WORKERS|g" -e "s|@EDGE_THREADS@|$EDGE_THREADS|g" \
     -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" -e "s|@NOFILE@|$nofile|g" \
@@ -429,6 +502,10 @@ edge_confs=(edge edge-files)
 if ((WANT_REPORT)); then
   render "$HERE/edge-report.toml.template" "$OUT/edge-report.toml"
   edge_confs+=(edge-report)
+fi
+if ((WANT_TLS)); then
+  render "$HERE/edge.toml.template" "$OUT/edge-tls.toml" "" "" "$HERE/tls.edge.template"
+  edge_confs+=(edge-tls)
 fi
 for conf in "${edge_confs[@]}"; do
   "$EDGE_BIN" check -c "$OUT/$conf.toml" >"$OUT/logs/$conf-check.txt" 2>&1 ||
@@ -449,6 +526,10 @@ if ((WANT_REPORT)); then
   WEB1_PORT=$REPORT_A_PORT WEB2_PORT=$REPORT_B_PORT render "$HERE/nginx.conf.template" "$OUT/nginx-report.conf" 1024
   nginx_confs+=(nginx-report)
 fi
+if ((WANT_TLS)); then
+  render "$HERE/nginx.conf.template" "$OUT/nginx-tls.conf" 1024 "" "$HERE/tls.nginx.template"
+  nginx_confs+=(nginx-tls)
+fi
 for conf in "${nginx_confs[@]}"; do
   "$NGINX_BIN" -t -q -c "$OUT/$conf.conf" -p "$OUT" -e "$OUT/logs/nginx-error.log" -g 'daemon off;' \
     >"$OUT/logs/$conf-test.txt" 2>&1 || die "nginx -t failed: $(cat "$OUT/logs/$conf-test.txt")"
@@ -456,11 +537,15 @@ done
 
 PROXY_PID=""   # the process we started (edge, or nginx master)
 PROXY_PIDS=()  # what to measure (edge; nginx master + workers)
+PROXY_SCHEME=http
 
-start_proxy() { # edge|nginx conf-kind(http|ws|files|report)
+start_proxy() { # edge|nginx conf-kind(http|ws|files|report|tls)
   local which=$1 kind=$2 port i conf=edge
   [[ $kind == files ]] && conf=edge-files
   [[ $kind == report ]] && conf=edge-report
+  [[ $kind == tls ]] && conf=edge-tls
+  PROXY_SCHEME=http
+  [[ $kind == tls ]] && PROXY_SCHEME=https
   case $which in
     edge)
       port=$EDGE_PORT
@@ -475,7 +560,7 @@ start_proxy() { # edge|nginx conf-kind(http|ws|files|report)
       ;;
   esac
   STARTED+=("$PROXY_PID")
-  wait_http "http://127.0.0.1:$port/web/health" ||
+  wait_http "$PROXY_SCHEME://127.0.0.1:$port/web/health" ||
     die "$which did not come up on 127.0.0.1:$port; see $OUT/logs/"
   PROXY_PIDS=("$PROXY_PID")
   if [[ $which == nginx ]]; then
@@ -615,6 +700,79 @@ files_sanity() { # edge|nginx
   stop_proxy "$which"
 }
 
+# --- TLS: checks ----------------------------------------------------------------------------
+# One GET of GET_PATH over HTTPS through the running proxy (certificate not
+# checked): it must give 200, reach a node that saw the request as HTTPS
+# (the mock echoes "scheme":"https", from X-Forwarded-Proto) and carry the
+# Strict-Transport-Security header of Odoo's docs. Prints "ok <node>" or
+# "FAIL <reason>"; keeps the reply in $OUT/raw/.
+check_tls_get() { # base-url tag
+  local base=$1 tag=$2 out code node
+  out=$OUT/raw/check-$tag.txt
+  code=$(curl -s -k -m 10 --http1.1 -D "$out.headers" -o "$out" -w '%{http_code}' "$base$GET_PATH" || echo 000)
+  node=$(sed -n 's/.*"node":"\([^"]*\)".*/\1/p' "$out" 2>/dev/null | head -n 1)
+  if [[ $code != 200 ]]; then
+    echo "FAIL HTTP $code"
+  elif ! grep -q '"scheme":"https"' "$out"; then
+    echo "FAIL the node did not see HTTPS"
+  elif ! grep -qi '^strict-transport-security: max-age=' "$out.headers"; then
+    echo "FAIL no Strict-Transport-Security"
+  else
+    echo "ok ${node:-?}"
+  fi
+}
+
+# `openssl s_client` line -> its value, e.g. "Server Temp Key: X25519, 253 bits"
+s_client_field() { # file prefix (a basic regex)
+  grep -a -m1 "^$2" "$1" | sed "s/^$2//; s/\r//" || true
+}
+
+# s_time output -> "<reused> <connections>" (one character per connection; r = resumed)
+s_time_counts() { # file
+  awk '/^[rt23*]+$/ { n += length($0); r += gsub(/r/, "") } END { printf "%d %d\n", r, n }' "$1"
+}
+
+# Once per proxy before the TLS scenarios: two GETs over HTTPS reach web1 and
+# web2; what `openssl s_client` negotiates with TLS 1.3 and 1.2 (cipher, key
+# exchange, signature, ALPN when offered h2 and http/1.1); and, as a
+# cross-check of the resumption that tlsconn.py measures, `openssl s_time
+# -reuse` (TLS 1.2; TLS 1.3 with -www, since s_time reads a TLS 1.3 ticket
+# only while reading a reply). One line per proxy goes to $OUT/tls-info-<proxy>.txt.
+tls_sanity() { # edge|nginx
+  local which=$1 base out nodes="" res v f info=() r n i
+  start_proxy "$which" tls
+  base="https://127.0.0.1:$PROXY_PORT"
+  out=$OUT/raw/tls-sanity-$which.txt
+  : >"$out"
+  for i in 1 2; do
+    res=$(check_tls_get "$base" "tls-sanity-$which-$i")
+    { echo "== GET $GET_PATH over HTTPS: $res"; cat "$OUT/raw/check-tls-sanity-$which-$i.txt.headers"; } >>"$out"
+    [[ $res == ok* ]] || die "$which over TLS: $res; see $out"
+    nodes+=" ${res#ok }"
+  done
+  [[ $nodes == *web1* && $nodes == *web2* ]] || die "$which over TLS: two GETs did not reach both web1 and web2 ($nodes); see $out"
+  for v in 1.3 1.2; do
+    f=$OUT/raw/tls-sanity-$which-s_client-$v.txt
+    run_bounded 20 "$f" openssl s_client -connect "127.0.0.1:$PROXY_PORT" -servername "$TLS_NAME" \
+      "-tls1_${v#1.}" -alpn h2,http/1.1 </dev/null || true
+    { echo "== openssl s_client -tls1_${v#1.} -alpn h2,http/1.1"; grep -a -E '^(New,|Server Temp Key|Peer signature|ALPN|No ALPN)' "$f"; } >>"$out"
+    grep -a -q "^New, TLSv$v, Cipher is" "$f" || die "$which: openssl s_client did not negotiate TLS $v; see $f"
+    info+=("TLS $v: $(s_client_field "$f" 'New, TLSv[0-9.]*, Cipher is '), key exchange $(s_client_field "$f" 'Server Temp Key: '), $(s_client_field "$f" 'Peer signature type: ') signature, ALPN $(s_client_field "$f" 'ALPN protocol: ' | grep . || echo none)")
+  done
+  f=$OUT/raw/tls-sanity-$which-s_time-1.2.txt
+  run_bounded 30 "$f" openssl s_time -connect "127.0.0.1:$PROXY_PORT" -reuse -time 1 -tls1_2 || true
+  read -r r n < <(s_time_counts "$f")
+  info+=("s_time -reuse -tls1_2: $r of $n resumed")
+  f=$OUT/raw/tls-sanity-$which-s_time-1.3.txt
+  run_bounded 30 "$f" openssl s_time -connect "127.0.0.1:$PROXY_PORT" -reuse -time 1 -tls1_3 -www "$GET_PATH" || true
+  read -r r n < <(s_time_counts "$f")
+  info+=("s_time -reuse -tls1_3 -www: $r of $n resumed")
+  (IFS=';'; echo "${info[*]}") | sed 's/;/; /g' >"$OUT/tls-info-$which.txt"
+  echo "== summary: $(cat "$OUT/tls-info-$which.txt")" >>"$out"
+  log "TLS sanity $which: GETs over HTTPS reach web1 and web2 (HSTS, scheme https); $(cat "$OUT/tls-info-$which.txt")"
+  stop_proxy "$which"
+}
+
 # --- scenarios -----------------------------------------------------------------------------
 RUNS=$OUT/runs.tsv
 WSRUNS=$OUT/ws.tsv
@@ -622,6 +780,8 @@ BIGRUNS=$OUT/big.tsv
 printf 'scenario\tproxy\tround\treq_s\tp50_ms\tp99_ms\trequests\tsocket_errors\tnon2xx\tcpu_ticks\tcpu_us_per_req\tuser_us_per_req\tsys_us_per_req\tcpu_pct\thwm_kib\trss_kib\tbusy_pct\tsteal_pct\tload1\tcheck\treply_bytes\tmax_ms\tb_pct\ta_queue_max\ta_queue_mean\treports_done\traw_p50_ms\traw_p90_ms\traw_p99_ms\traw_p999_ms\traw_max_ms\twaiting_1s_at_end\tunmatched\n' >"$RUNS"
 printf 'proxy\tround\trate\tcode\tbytes\tseconds\tmib_s\trss_before_kib\trss_max_kib\trss_after_kib\tgrowth_kib\thwm_kib\tcpu_ms\tsamples\n' >"$BIGRUNS"
 printf 'proxy\tround\trequested\tok\tfailed\trss_before_kib\trss_after_kib\tkib_per_ws\thwm_kib\topen_s\tstill_open\n' >"$WSRUNS"
+TLSRUNS=$OUT/tls.tsv
+printf 'scenario\tvariant\tproxy\tround\tconnections\ttotal_connections\tconn_s\treused\treused_pct\tfailed\tno_ticket\tversion\tcipher\tticket\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tcpu_ticks\tcpu_us_per_conn\tuser_us_per_conn\tsys_us_per_conn\tcpu_pct\thwm_kib\tbusy_pct\tsteal_pct\tload1\tcheck\tlog_lines\n' >"$TLSRUNS"
 
 parse_wrk() { # file -> "req_s p50_ms p99_ms requests socket_errors non2xx max_ms"
   awk '
@@ -649,12 +809,137 @@ with_query() { # path query -> path?query, or path&query when path has a query a
 
 wrk_args() { # scenario -> wrk arguments after the common ones
   case $1 in
-    get | report) echo "$GET_PATH" ;;
+    get | report | tlsget) echo "$GET_PATH" ;;
     post) echo "/web/dataset/call_kw" ;;
     static20k) echo "$PNG_PATH" ;;
     staticjs) echo "$JS_PATH" ;;
     accel1m) echo "$ACCEL_PATH" ;;
   esac
+}
+
+# --- tlsnew / tlsresume: new TLS connections per second --------------------------------------
+# benches/tlsconn.py (TLS_CLIENTS processes) opens one connection after
+# another through a fresh TLS proxy: TCP connect, handshake (full, or
+# resuming the previous connection's session), read the TLS 1.3 tickets,
+# close_notify, close. No HTTP request: the proxy's CPU per connection is the
+# cost of accepting, handshaking and closing.
+tls_client() { # mode variant seconds output
+  if [[ $TLS_TOOL == s_time ]]; then
+    s_time_client "$@"
+    return
+  fi
+  run_bounded $(($3 + 60)) "$4" "$PYTHON_BIN" "$HERE/tlsconn.py" --addr "127.0.0.1:$PROXY_PORT" \
+    --mode "$1" --tls "$2" --sni "$TLS_NAME" --clients "$TLS_CLIENTS" --duration "$3" --timeout 10
+}
+
+# TLS_TOOL=s_time: `openssl s_time` instead of tlsconn.py, TLS_CLIENTS
+# instances in parallel, for a cross-check with OpenSSL's own tool. It prints
+# one character per connection (r: resumed) and no latencies. Its TLS 1.3
+# -reuse resumes only with -www (it reads the ticket only while reading a
+# reply), so tlsresume 1.3 sends `GET GET_PATH HTTP/1.0` on every connection
+# (a proxied request each); it has no way to refuse tickets, so no 1.2id.
+# It closes with close_notify, but leaves the TLS 1.3 tickets unread.
+s_time_client() { # mode variant seconds output
+  local mode=reuse variant=$2 secs=$3 out=$4 i w0 w1 args pids=() rc=0 r n reused=0 conns=0 failed=0 total=0
+  [[ $1 == new ]] && mode=new
+  args=(-connect "127.0.0.1:$PROXY_PORT" "-$mode" -time "$secs" "-tls1_${variant#1.}")
+  [[ $mode == reuse && $variant == 1.3 ]] && args+=(-www "$GET_PATH")
+  w0=$(date +%s.%N)
+  for ((i = 1; i <= TLS_CLIENTS; i++)); do
+    timeout -k 5 $((secs + 60)) openssl s_time "${args[@]}" >"$out.$i" 2>&1 &
+    pids+=("$!")
+    STARTED+=("$!")
+  done
+  for i in "${pids[@]}"; do
+    wait "$i" || rc=$?
+    forget "$i"
+  done
+  w1=$(date +%s.%N)
+  for ((i = 1; i <= TLS_CLIENTS; i++)); do
+    read -r r n < <(s_time_counts "$out.$i")
+    reused=$((reused + r)) conns=$((conns + n))
+    grep -q '^ERROR' "$out.$i" && failed=$((failed + 1))
+  done
+  total=$conns
+  [[ $mode == reuse ]] && total=$((conns + TLS_CLIENTS)) # each instance's first, unmeasured connection
+  awk -v c="$conns" -v t="$total" -v r="$reused" -v f="$failed" -v w0="$w0" -v w1="$w1" -v v="$variant" 'BEGIN {
+    printf "RESULT connections=%d total_connections=%d seconds=%.2f conn_s=%.1f reused=%d failed=%d no_ticket=0 version=TLSv%s cipher=- ticket=- p50_ms=nan p90_ms=nan p99_ms=nan max_ms=nan\n",
+      c, t, w1 - w0, c / (w1 - w0), r, f, v }' >"$out"
+  return "$rc"
+}
+
+log_lines() { # file -> its line count (0 when missing)
+  if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi
+}
+
+run_tls() { # scenario variant proxy round
+  local scen=$1 variant=$2 which=$3 round=$4 mode=new raw base check node line logf l0 l1
+  local t0 t1 m0 m1 w0 w1 hwm load1 kv conns total conn_s reused failed noticket version cipher ticket
+  local p50 p90 p99 pmax reused_pct cpu_us user_us sys_us cpu_pct busy steal ticks fields
+  [[ $scen == tlsresume ]] && mode=resume
+  raw=$OUT/raw/$scen-$variant-$which-$round.txt
+  logf=$OUT/logs/edge.log
+  [[ $which == nginx ]] && logf=$OUT/logs/nginx-error.log
+  start_proxy "$which" tls
+  base="https://127.0.0.1:$PROXY_PORT"
+  read -r check node <<<"$(check_tls_get "$base" "$scen-$variant-$which-$round")"
+  if [[ $check != ok ]]; then
+    log "WARNING: $scen $variant through $which, round $round: GET over HTTPS: $check $node"
+    check=FAIL
+  fi
+  if ((WARMUP > 0)); then
+    tls_client "$mode" "$variant" "$WARMUP" "$OUT/raw/$scen-$variant-$which-$round-warmup.txt" ||
+      log "warm-up tlsconn.py failed (ignored)"
+  fi
+  load1=$(cut -d' ' -f1 /proc/loadavg)
+  l0=$(log_lines "$logf")
+  t0=$(cpu_ticks "${PROXY_PIDS[@]}")
+  m0=$(machine_cpu)
+  w0=$(date +%s.%N)
+  tls_client "$mode" "$variant" "$DURATION" "$raw" || die "tlsconn.py failed; see $raw"
+  w1=$(date +%s.%N)
+  t1=$(cpu_ticks "${PROXY_PIDS[@]}")
+  m1=$(machine_cpu)
+  hwm=$(status_kib VmHWM "${PROXY_PIDS[@]}")
+  l1=$(log_lines "$logf")
+  proxy_alive "$which"
+  stop_proxy "$which"
+
+  line=$(grep -m1 '^RESULT ' "$raw" || true)
+  [[ -n $line ]] || die "tlsconn.py printed no RESULT line; see $raw"
+  kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$line"; }
+  conns=$(kv connections) total=$(kv total_connections) conn_s=$(kv conn_s) reused=$(kv reused)
+  failed=$(kv failed) noticket=$(kv no_ticket) version=$(kv version) cipher=$(kv cipher) ticket=$(kv ticket)
+  p50=$(kv p50_ms) p90=$(kv p90_ms) p99=$(kv p99_ms) pmax=$(kv max_ms)
+  ((conns > 0)) || die "no TLS connection completed; see $raw"
+  # CPU per connection: the proxy's CPU over every connection it served in
+  # the window (the measured ones and each client process's first one);
+  # CPU use: over the client's whole run (start-up included).
+  read -r reused_pct cpu_us user_us sys_us cpu_pct busy steal ticks <<<"$(awk -v t0="$t0" -v t1="$t1" \
+    -v hz="$CLK_TCK" -v n="$total" -v c="$conns" -v r="$reused" -v w0="$w0" -v w1="$w1" -v m0="$m0" -v m1="$m1" 'BEGIN {
+      split(t0, a, " "); split(t1, b, " "); u = b[1] - a[1]; s = b[2] - a[2]; t = u + s
+      split(m0, x, " "); split(m1, y, " "); tot = y[2] - x[2]; if (tot <= 0) tot = 1
+      us = 1e6 / hz / n; wall = w1 - w0; if (wall <= 0) wall = 1
+      printf "%.1f %.1f %.1f %.1f %.1f %.1f %.1f %d\n", r / c * 100, t * us, u * us, s * us, t / hz / wall * 100,
+        (y[1] - x[1]) / tot * 100, (y[3] - x[3]) / tot * 100, t }')"
+  fields=("$scen" "$variant" "$which" "$round" "$conns" "$total" "$conn_s" "$reused" "$reused_pct" "$failed"
+    "$noticket" "$version" "$cipher" "$ticket" "$p50" "$p90" "$p99" "$pmax" "$ticks" "$cpu_us" "$user_us"
+    "$sys_us" "$cpu_pct" "$hwm" "$busy" "$steal" "$load1" "$check" $((l1 - l0)))
+  (IFS=$'\t'; echo "${fields[*]}") >>"$TLSRUNS"
+  log "$(printf '%-9s %-5s %-5s round %d: %7.0f conn/s  resumed %5.1f%%  handshake p50 %5.2f ms p99 %6.2f ms  CPU %6.1f us/conn (%5.1f%% of a core)  %s %s  failed %d  log +%d' \
+    "$scen" "$variant" "$which" "$round" "$conn_s" "$reused_pct" "$p50" "$p99" "$cpu_us" "$cpu_pct" "$version" "$cipher" "$failed" $((l1 - l0)))"
+  if ((failed > 0)); then
+    log "WARNING: $failed TLS connection(s) through $which failed; see $raw"
+  fi
+  if [[ $version != "TLSv${variant%id}" ]]; then
+    log "WARNING: $scen $variant through $which negotiated $version; see $raw"
+  fi
+  if [[ $mode == resume ]] && awk -v p="$reused_pct" 'BEGIN { exit !(p < 99) }'; then
+    log "WARNING: $which resumed only $reused_pct% of the $variant sessions offered; see $raw"
+  fi
+  if [[ $mode == new && $reused != 0 ]]; then
+    log "WARNING: $which resumed $reused connections in a full-handshake run; see $raw"
+  fi
 }
 
 # --- the report scenario: node-a busy with long requests the proxy cannot see ----------------
@@ -836,6 +1121,7 @@ run_wrk() { # scenario proxy round
   [[ $scen == post ]] && lua=(-s "$HERE/post2k.lua")
   [[ $scen == staticjs ]] && lua=(-H 'Accept-Encoding: gzip')
   is_files "$scen" && kind=files
+  [[ $scen == tlsget ]] && kind=tls
   if [[ $scen == report ]]; then
     kind=report
     conns=$REPORT_CONNECTIONS
@@ -845,11 +1131,17 @@ run_wrk() { # scenario proxy round
   fi
   raw=$OUT/raw/$scen-$which-$round.txt
   start_proxy "$which" "$kind"
-  base="http://127.0.0.1:$PROXY_PORT"
+  base="$PROXY_SCHEME://127.0.0.1:$PROXY_PORT"
   if [[ $kind == files ]]; then
     read -r check reply_bytes <<<"$(check_file "$scen" "$base" "$scen-$which-$round")"
     [[ $check == ok ]] || log "WARNING: $scen through $which, round $round: $check $reply_bytes"
     [[ $check == ok ]] || { check="FAIL"; reply_bytes=""; }
+  elif [[ $kind == tls ]]; then
+    # 200 over HTTPS, seen as HTTPS by the node, HSTS (reply_bytes: the node)
+    read -r check reply_bytes <<<"$(check_tls_get "$base" "$scen-$which-$round")"
+    [[ $check == ok ]] || log "WARNING: $scen through $which, round $round: $check $reply_bytes"
+    [[ $check == ok ]] || check="FAIL"
+    reply_bytes=""
   fi
   if ((WARMUP > 0)); then
     run_bounded $((WARMUP + 30)) "$OUT/raw/$scen-$which-$round-warmup.txt" \
@@ -1170,6 +1462,10 @@ for scen in $SCENARIOS; do
     break
   fi
 done
+if ((WANT_TLS)); then
+  tls_sanity edge
+  tls_sanity nginx
+fi
 
 for scen in $SCENARIOS; do
   if [[ $scen == bigaccel ]]; then
@@ -1185,6 +1481,18 @@ for scen in $SCENARIOS; do
   elif [[ $scen == report ]]; then
     log "scenario report: $REPORT_LOAD long requests (${REPORT_MS} ms) held on node-a; wrk -t$WRK_THREADS -c$REPORT_CONNECTIONS -d${DURATION}s through each proxy, $ROUNDS round(s)"
     run_report_scenario
+  elif [[ $scen == tlsnew || $scen == tlsresume ]]; then
+    variants=$TLS_NEW
+    [[ $scen == tlsresume ]] && variants=$TLS_RESUME
+    for v in $variants; do
+      log "scenario $scen, TLS $v: $([[ $TLS_TOOL == s_time ]] && echo "openssl s_time x $TLS_CLIENTS" || echo "tlsconn.py --clients $TLS_CLIENTS"), ${DURATION}s, $ROUNDS round(s)"
+      for ((r = 1; r <= ROUNDS; r++)); do
+        run_tls "$scen" "$v" edge "$r"
+        sleep 1
+        run_tls "$scen" "$v" nginx "$r"
+        sleep 1
+      done
+    done
   elif [[ $scen == ws ]]; then
     log "scenario ws: $WS_COUNT idle websockets, $WS_ROUNDS round(s)"
     for ((r = 1; r <= WS_ROUNDS; r++)); do
@@ -1231,12 +1539,21 @@ verdict() { # ratio op limit
     else { if (r <= l) print "met"; else printf "MISSED (%.0f%% over)\n", (r / l - 1) * 100 } }'
 }
 
+tls_info_lines() { # what the TLS sanity check saw, one bullet per proxy
+  local which
+  for which in edge nginx; do
+    if [[ -s $OUT/tls-info-$which.txt ]]; then
+      echo "- negotiated with $([[ $which == edge ]] && echo odoo-edge || echo nginx) (openssl s_client, sanity check): $(cat "$OUT/tls-info-$which.txt")"
+    fi
+  done
+}
+
 summarize() {
   local scen title e n
   echo "# odoo-edge vs nginx: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   sed 's/^/    /' "$OUT/env.txt"
-  for scen in get post static20k staticjs accel1m; do
+  for scen in get post static20k staticjs accel1m tlsget; do
     [[ " $SCENARIOS " == *" $scen "* ]] || continue
     local extra=""
     case $scen in
@@ -1246,11 +1563,18 @@ summarize() {
       staticjs) title="staticjs: 200 KB JavaScript, gzip accepted (\`GET $JS_PATH\`, \`Accept-Encoding: gzip\`)"
         extra=" -H 'Accept-Encoding: gzip'" ;;
       accel1m) title="accel1m: 1 MiB attachment through X-Accel-Redirect (\`GET /web/content/<id>\`)" ;;
+      tlsget) title="tlsget: small GET over HTTPS, keep-alive (\`GET https://…$GET_PATH\`)" ;;
     esac
     echo
     echo "## $title"
     echo
     echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency$extra, ${ROUNDS} round(s) per proxy, alternated; median of the rounds."
+    if [[ $scen == tlsget ]]; then
+      echo
+      echo "Over TLS: the run's ECDSA P-256 certificate; wrk offers no ALPN, so HTTP/1.1 keep-alive, and with its OpenSSL defaults negotiates TLS 1.3 with both (as \`openssl s_client\` does with the same library, below). The $CONNECTIONS handshakes happen once at the start of each run, so this measures TLS records on proxied requests, not handshakes."
+      echo
+      tls_info_lines
+    fi
     echo
     echo "| metric | odoo-edge | nginx | edge/nginx | target |"
     echo "|---|---:|---:|---:|---|"
@@ -1277,6 +1601,11 @@ summarize() {
     e=$(col "$RUNS" "$scen" edge non2xx | awk '{ s += $1 } END { print s + 0 }')
     n=$(col "$RUNS" "$scen" nginx non2xx | awk '{ s += $1 } END { print s + 0 }')
     echo "| non-2xx replies (sum of rounds) | $e | $n | | |"
+    if [[ $scen == tlsget ]]; then
+      e=$(col "$RUNS" "$scen" edge check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+      n=$(col "$RUNS" "$scen" nginx check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
+      echo "| HTTPS check before each run (200, node saw https, HSTS) | $e | $n | | |"
+    fi
     if is_files "$scen"; then
       e=$(col "$RUNS" "$scen" edge check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
       n=$(col "$RUNS" "$scen" nginx check | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? ", " : ""), $2, $1 }')
@@ -1292,7 +1621,70 @@ summarize() {
     awk -F'\t' -v s="$scen" 'NR > 1 && $1 == s {
       printf "| %s | %s | %.0f | %.2f | %.2f | %.1f (%.1f + %.1f) | %.0f | %.1f | %.0f | %.1f | %s |\n",
         $3, ($2 == "edge" ? "odoo-edge" : $2), $4, $5, $6, $11, $12, $13, $14, $15 / 1024, $17, $18, $19 }' "$RUNS"
+    if [[ $scen == tlsget && " $SCENARIOS " == *" get "* ]]; then
+      local ge gn te tn
+      ge=$(med "$RUNS" get edge cpu_us_per_req); gn=$(med "$RUNS" get nginx cpu_us_per_req)
+      te=$(med "$RUNS" tlsget edge cpu_us_per_req); tn=$(med "$RUNS" tlsget nginx cpu_us_per_req)
+      echo
+      awk -v ge="$ge" -v gn="$gn" -v te="$te" -v tn="$tn" 'BEGIN {
+        printf "TLS cost per request (median CPU per request, tlsget − get in this run): odoo-edge %+.1f µs (%.1f → %.1f), nginx %+.1f µs (%.1f → %.1f).\n",
+          te - ge, ge, te, tn - gn, gn, tn }'
+    fi
   done
+  if [[ " $SCENARIOS " == *" tlsnew "* || " $SCENARIOS " == *" tlsresume "* ]]; then
+    local scen2 v tcol tmed tsum ee nn
+    tcol() { # scenario variant proxy column
+      awk -F'\t' -v s="$1" -v v="$2" -v p="$3" -v name="$4" '
+        NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) c = i; next }
+        $1 == s && $2 == v && $3 == p { print $c }' "$TLSRUNS"
+    }
+    tmed() { tcol "$@" | median; }
+    tsum() { tcol "$@" | awk '{ s += $1 } END { print s + 0 }'; }
+    echo
+    echo "## tlsnew / tlsresume: new TLS connections per second"
+    echo
+    if [[ $TLS_TOOL == s_time ]]; then
+      echo "**Cross-check with \`openssl s_time\`** (TLS_TOOL=s_time): $TLS_CLIENTS instance(s) in parallel, \`-new\` or \`-reuse\`, \`-time $DURATION\`, one version forced; each connection: handshake (no SNI), close_notify, close, with any TLS 1.3 ticket left unread; tlsresume 1.3 adds \`-www $GET_PATH\` (without it s_time never resumes TLS 1.3), so each of its connections also carries a proxied HTTP/1.0 GET. No latencies; conn/s over the wall time of the instances."
+    else
+      echo "[tlsconn.py](tlsconn.py) with $TLS_CLIENTS client process(es), each opening one connection after another for ${DURATION}s: TCP connect, TLS handshake (SNI $TLS_NAME, no certificate check), read the TLS 1.3 tickets, close_notify, close; no HTTP request. tlsnew: full handshakes; tlsresume: each handshake offers the previous connection's session (1.3: ticket; 1.2: ticket; 1.2id: session ID, no ticket extension). Both proxies: the run's ECDSA P-256 certificate, one worker (odoo-edge \`worker_threads = $EDGE_THREADS\`, nginx \`worker_processes $NGINX_WORKERS\`), a fresh process per run after ${WARMUP}s of the same load. nginx: the docs' SSL parameters with \`ssl_protocols TLSv1.2 TLSv1.3\`, \`ssl_session_cache $NGINX_SSL_SESSION_CACHE\`, \`ssl_session_tickets on\`. ${ROUNDS} round(s) per proxy and version, alternated; median of the rounds."
+    fi
+    echo
+    echo "CPU per connection = the proxy's user + system CPU during the run / the connections it served (the measured ones and each client process's first). Handshake latency: TCP connect + handshake, as the client saw it. Log lines: lines the proxy added to its log (odoo-edge: \`RUST_LOG=$EDGE_LOG\`; nginx: error_log at its default level, error) during the run, summed over the rounds."
+    echo
+    tls_info_lines
+    echo
+    echo "| scenario | TLS | conn/s odoo-edge | conn/s nginx | edge/nginx | CPU µs/conn odoo-edge | CPU µs/conn nginx | edge/nginx | resumed % edge / nginx | handshake p50 ms edge / nginx | p99 ms edge / nginx | failed edge / nginx | log lines edge / nginx |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for scen2 in tlsnew tlsresume; do
+      [[ " $SCENARIOS " == *" $scen2 "* ]] || continue
+      local variants=$TLS_NEW
+      [[ $scen2 == tlsresume ]] && variants=$TLS_RESUME
+      for v in $variants; do
+        e=$(tmed "$scen2" "$v" edge conn_s); n=$(tmed "$scen2" "$v" nginx conn_s)
+        local row="| $scen2 | $v | $(fmt "$e" %.0f) | $(fmt "$n" %.0f) | $(ratio "$e" "$n")"
+        e=$(tmed "$scen2" "$v" edge cpu_us_per_conn); n=$(tmed "$scen2" "$v" nginx cpu_us_per_conn)
+        row+=" | $(fmt "$e" %.1f) | $(fmt "$n" %.1f) | $(ratio "$e" "$n")"
+        ee=$(tmed "$scen2" "$v" edge reused_pct); nn=$(tmed "$scen2" "$v" nginx reused_pct)
+        row+=" | $(fmt "$ee" %.1f) / $(fmt "$nn" %.1f)"
+        ee=$(tmed "$scen2" "$v" edge p50_ms); nn=$(tmed "$scen2" "$v" nginx p50_ms)
+        row+=" | $(fmt "$ee" %.2f) / $(fmt "$nn" %.2f)"
+        ee=$(tmed "$scen2" "$v" edge p99_ms); nn=$(tmed "$scen2" "$v" nginx p99_ms)
+        row+=" | $(fmt "$ee" %.2f) / $(fmt "$nn" %.2f)"
+        row+=" | $(tsum "$scen2" "$v" edge failed) / $(tsum "$scen2" "$v" nginx failed)"
+        row+=" | $(tsum "$scen2" "$v" edge log_lines) / $(tsum "$scen2" "$v" nginx log_lines) |"
+        echo "$row"
+      done
+    done
+    echo
+    echo "Every run, in order:"
+    echo
+    echo "| scenario | TLS | round | proxy | conn/s | resumed % | version, cipher | handshake p50 / p90 / p99 / max ms | CPU µs/conn (user + sys) | proxy CPU % | peak RSS MiB | failed | HTTPS check | log lines | machine busy % | steal % | load1 |"
+    echo "|---|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+    awk -F'\t' 'NR > 1 {
+      printf "| %s | %s | %s | %s | %.0f | %.1f | %s, %s | %.2f / %.2f / %.2f / %.1f | %.1f (%.1f + %.1f) | %.0f | %.1f | %s | %s | %s | %.0f | %.1f | %s |\n",
+        $1, $2, $4, ($3 == "edge" ? "odoo-edge" : $3), $7, $9, $12, $13, $15, $16, $17, $18, $20, $21, $22, $23,
+        $24 / 1024, $10, $28, $29, $25, $26, $27 }' "$TLSRUNS"
+  fi
   if [[ " $SCENARIOS " == *" report "* ]]; then
     local r eb nb medn sumc
     medn() { col "$@" | grep -v '^-$' | median; } # median, skipping runs without that figure

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # benches/setup.sh: install what benches/run.sh needs, from Debian's packages
-# only: wrk, nginx, curl (sanity checks), procps (pgrep), and for the report
-# scenario iproute2 (ss) and python3. Idempotent: when every tool is already
-# there, nothing is installed and apt is not called.
+# only: wrk, nginx, curl (sanity checks), procps (pgrep), for the report
+# scenario iproute2 (ss) and python3, and for the TLS scenarios openssl (the
+# CLI: certificate, s_client, s_time) and python3. Idempotent: when every
+# tool is already there, nothing is installed and apt is not called.
 #
 #   benches/setup.sh            # required tools
 #   benches/setup.sh --profile  # also linux-perf, for PROFILE=1 benches/run.sh
@@ -17,7 +18,7 @@ for arg in "$@"; do
   case $arg in
     --profile) want_perf=1 ;;
     -h | --help)
-      sed -n '2,11p' "$0"
+      sed -n '2,13p' "$0"
       exit 0
       ;;
     *)
@@ -34,7 +35,8 @@ declare -A package_of=(
   [curl]=curl
   [pgrep]=procps
   [ss]=iproute2     # report scenario: who holds node-a's workers
-  [python3]=python3 # report scenario: benches/reportload.py
+  [python3]=python3 # report scenario: benches/reportload.py; tlsnew/tlsresume: benches/tlsconn.py
+  [openssl]=openssl # TLS scenarios: the certificate, s_client and s_time checks
 )
 if ((want_perf)); then
   package_of[perf]=linux-perf

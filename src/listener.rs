@@ -179,7 +179,18 @@ impl Conn {
             done = handshake => match done {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
-                    info!(%peer, cause = %e, "TLS handshake failed");
+                    // A client that hangs up mid-handshake (probes, scanners,
+                    // benchmarks) is routine; anything else is worth a line.
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::UnexpectedEof
+                            | io::ErrorKind::BrokenPipe
+                    ) {
+                        debug!(%peer, cause = %e, "client left during the TLS handshake");
+                    } else {
+                        info!(%peer, cause = %e, "TLS handshake failed");
+                    }
                     return;
                 }
                 Err(_) => {
