@@ -43,7 +43,9 @@
 //! * `pool`: nodes by role; admission control (workers per node, one FIFO
 //!   queue), membership (up, draining).
 //! * `health`: active probes and passive failure counting; rise and fall.
-//! * `reload`: what SIGHUP changes in a running edge (drain flags).
+//! * `reload`: what SIGHUP changes in a running edge (drain flags, certificates).
+//! * `admin`: the admin API (`/healthz`, `/readyz`, `/status`, drain).
+//! * `systemd`: readiness, reload and stop notifications (`Type=notify`).
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.
 //! * `sendfile`: file-range bodies on plain client connections go out with
@@ -56,6 +58,7 @@
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
 //! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
 
+pub mod admin;
 pub mod conditional;
 pub mod config;
 pub mod demo;
@@ -71,6 +74,7 @@ pub mod sendfile;
 pub mod shutdown;
 pub mod spool;
 pub mod static_files;
+pub mod systemd;
 pub mod tls;
 pub mod upstream;
 
@@ -88,6 +92,8 @@ use proxy::Edge;
 pub struct Running {
     /// Local addresses, in `listeners` order (useful with port 0).
     pub addrs: Vec<SocketAddr>,
+    /// The admin API's local address, when configured.
+    pub admin: Option<SocketAddr>,
     lifecycle: shutdown::Lifecycle,
     edge: Arc<Edge>,
     /// Each listener's configured address and mode, for certificate reloads.
@@ -116,8 +122,19 @@ pub fn start(config: &Config) -> Result<Running, BindError> {
             .spawn(listener::serve(l, edge.clone(), mode));
     }
     health::spawn(&edge.topology, config.timeouts.upstream_connect, &lifecycle);
+    let admin = match config.admin {
+        Some(address) => {
+            let l = listener::bind_admin(address)?;
+            let addr = l.local_addr().unwrap_or(address);
+            info!(address = %addr, "admin API listening");
+            lifecycle.tasks.spawn(admin::serve(l, edge.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     Ok(Running {
         addrs,
+        admin,
         lifecycle,
         edge,
         listeners: modes,

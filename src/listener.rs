@@ -38,9 +38,10 @@ use crate::sendfile::{self, Regions};
 
 /// A listener address that could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("listeners[{index}].address = {address:?}: cannot listen: {source}")]
+#[error("{what} = {address:?}: cannot listen: {source}")]
 pub struct BindError {
-    pub index: usize,
+    /// The config key, such as `listeners[0].address`.
+    pub what: String,
     pub address: SocketAddr,
     #[source]
     pub source: io::Error,
@@ -53,12 +54,21 @@ pub fn bind(listeners: &[ListenerConfig]) -> Result<Vec<TcpListener>, BindError>
         .enumerate()
         .map(|(index, l)| {
             bind_one(l.address).map_err(|source| BindError {
-                index,
+                what: format!("listeners[{index}].address"),
                 address: l.address,
                 source,
             })
         })
         .collect()
+}
+
+/// Binds the admin listener, or says it failed.
+pub fn bind_admin(address: SocketAddr) -> Result<TcpListener, BindError> {
+    bind_one(address).map_err(|source| BindError {
+        what: "admin.address".into(),
+        address,
+        source,
+    })
 }
 
 fn bind_one(address: SocketAddr) -> io::Result<TcpListener> {

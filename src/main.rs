@@ -182,39 +182,75 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 /// Serves until SIGINT or SIGTERM; SIGHUP re-reads the file and applies
-/// what can change while running (see `odoo_edge::reload`).
+/// what can change while running (see `odoo_edge::reload`). Under systemd
+/// (`Type=notify`) it reports READY, RELOADING, STOPPING and a STATUS line
+/// (see `odoo_edge::systemd`).
 async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()> {
+    use odoo_edge::systemd;
+
     let running = odoo_edge::start(config)?;
     let stop = stop_signal();
     tokio::pin!(stop);
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    loop {
+    // The first poll installs the SIGINT/SIGTERM handlers. Do it before READY=1:
+    // from then on systemd may signal at any moment, and a signal without a
+    // handler would kill the process instead of stopping it gracefully.
+    let mut stopping = futures_util::poll!(&mut stop).is_ready();
+    let serving = format!(
+        "serving {} listener(s): {}",
+        running.addrs.len(),
+        running
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    systemd::status(&serving);
+    systemd::ready();
+    while !stopping {
         #[cfg(unix)]
         let hup = hangup.recv();
         #[cfg(not(unix))]
         let hup = std::future::pending::<Option<()>>();
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop => stopping = true,
             _ = hup => {
+                systemd::reloading();
                 tracing::info!(path = %path.display(), "reloading the configuration");
                 match config::load(path) {
                     Ok(new) => {
                         let lines = running.reload(&new);
                         if lines.is_empty() {
                             tracing::info!("reload: nothing to change");
+                            systemd::status(&format!("{serving}; reloaded: nothing to change"));
+                        } else {
+                            systemd::status(&format!("{serving}; reloaded: {}", lines.join("; ")));
                         }
                         for line in lines {
                             tracing::info!("reload: {line}");
                         }
                     }
-                    Err(e) => tracing::error!(cause = %e, "reload refused; the running configuration stays"),
+                    Err(e) => {
+                        tracing::error!(cause = %e, "reload refused; the running configuration stays");
+                        systemd::status(&format!("{serving}; reload refused: {e}"));
+                    }
                 }
+                // Ready again either way: a refused file leaves the running
+                // configuration serving.
+                systemd::ready();
             }
         }
     }
     tracing::info!("shutting down");
-    running.shutdown(std::time::Duration::from_secs(10)).await;
+    let deadline = std::time::Duration::from_secs(10);
+    systemd::stopping();
+    systemd::status(&format!(
+        "stopping: finishing requests in flight ({} at most)",
+        humantime::format_duration(deadline)
+    ));
+    running.shutdown(deadline).await;
     Ok(())
 }
 

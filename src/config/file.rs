@@ -44,6 +44,8 @@ pub struct FileConfig {
     pub statics: FileStatic,
     #[serde(default)]
     pub x_accel: FileXAccel,
+    #[serde(default)]
+    pub admin: FileAdmin,
 }
 
 /// `[[listeners]]`
@@ -202,4 +204,12 @@ pub struct FileStatic {
 #[serde(deny_unknown_fields)]
 pub struct FileXAccel {
     pub filestore: Option<Spanned<String>>,
+}
+
+/// `[admin]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub address: Option<Spanned<String>>,
+    pub allow_remote: Option<bool>,
 }

@@ -37,6 +37,9 @@ pub struct Config {
     pub filestore: Option<PathBuf>,
     /// Tokio worker threads; `None` means one per core.
     pub worker_threads: Option<usize>,
+    /// `[admin] address`: the admin listener (`/healthz`, `/readyz`,
+    /// `/status`, drain); `None` = off.
+    pub admin: Option<SocketAddr>,
     /// Non-fatal remarks found while validating (printed by `check` and at start).
     pub warnings: Vec<String>,
 }

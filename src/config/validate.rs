@@ -164,6 +164,32 @@ impl Validator<'_> {
                 }
             }
         });
+        let admin =
+            file.admin
+                .address
+                .as_ref()
+                .and_then(|a| match a.get_ref().parse::<SocketAddr>() {
+                    Ok(addr)
+                        if !addr.ip().is_loopback() && file.admin.allow_remote != Some(true) =>
+                    {
+                        self.bad(
+                            "admin.address",
+                            a,
+                            "not a loopback address: the admin API can drain nodes and shows the \
+                         topology; set admin.allow_remote = true to expose it anyway",
+                        );
+                        None
+                    }
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        self.bad(
+                            "admin.address",
+                            a,
+                            "expected IP:port, such as 127.0.0.1:9901",
+                        );
+                        None
+                    }
+                });
         let worker_threads = match &file.runtime.worker_threads {
             None => None,
             Some(n) if *n.get_ref() == 0 => None,
@@ -190,6 +216,7 @@ impl Validator<'_> {
             statics,
             filestore,
             worker_threads,
+            admin,
             warnings: Vec::new(),
         }
     }
