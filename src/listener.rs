@@ -30,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ListenerConfig, Redirect, Timeouts};
@@ -280,19 +281,10 @@ impl Conn {
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
                 tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = graceful.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        tokio::select! {
-                            r = conn => r,
-                            _ = hard.cancelled() => {
-                                debug!(%peer, "connection dropped at the shutdown deadline");
-                                Ok(())
-                            }
-                        }
-                    }
-                }
+                let stop = |c: Pin<&mut _>| {
+                    hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
+                };
+                until_stopped(conn, stop, &graceful, &hard, peer).await
             }
             Protocol::Http2 => {
                 // hyper's HTTP/2 defaults keep their flood protections (rapid
@@ -306,23 +298,40 @@ impl Conn {
                     .max_header_list_size(u32::try_from(max_buf).unwrap_or(u32::MAX));
                 let conn = builder.serve_connection(TokioIo::new(io), service);
                 tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = graceful.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        tokio::select! {
-                            r = conn => r,
-                            _ = hard.cancelled() => {
-                                debug!(%peer, "connection dropped at the shutdown deadline");
-                                Ok(())
-                            }
-                        }
-                    }
-                }
+                let stop =
+                    |c: Pin<&mut _>| hyper::server::conn::http2::Connection::graceful_shutdown(c);
+                until_stopped(conn, stop, &graceful, &hard, peer).await
             }
         };
         if let Err(e) = result {
             debug!(%peer, cause = %e, "client connection ended with an error");
+        }
+    }
+}
+
+/// Serves a connection to its end: asked to finish its requests at the
+/// graceful stop, dropped at the hard one.
+async fn until_stopped<C, E>(
+    mut conn: Pin<&mut C>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    graceful: &CancellationToken,
+    hard: &CancellationToken,
+    peer: SocketAddr,
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = graceful.cancelled() => {
+            graceful_shutdown(conn.as_mut());
+            tokio::select! {
+                r = conn => r,
+                _ = hard.cancelled() => {
+                    debug!(%peer, "connection dropped at the shutdown deadline");
+                    Ok(())
+                }
+            }
         }
     }
 }

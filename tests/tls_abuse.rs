@@ -9,11 +9,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use common::tls::{Pki, tls_listener};
 use common::{Cluster, Echo, wait_until};
 use futures_util::future::poll_fn;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -21,16 +20,11 @@ use h2::Reason;
 use h2::client::SendRequest;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use odoo_edge::mock_odoo::{MockConfig, Mode, Role};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -40,85 +34,6 @@ const BOUND: Duration = Duration::from_secs(3);
 
 /// The name every certificate here is issued for.
 const HOST: &str = "erp.example.com";
-
-// === Pki (as in tests/tls.rs) ===
-
-/// A test CA and the files of the server certificates it issued.
-struct Pki {
-    issuer: Issuer<'static, KeyPair>,
-    root: CertificateDer<'static>,
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "odoo-edge test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Pki {
-            root: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    /// Writes `<stem>.pem` and `<stem>.key` for `names`.
-    fn issue(&self, stem: &str, names: &[&str]) {
-        let key = KeyPair::generate().expect("server key");
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("server params");
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).expect("server cert");
-        std::fs::write(self.path(stem, "pem"), cert.pem()).expect("write cert");
-        std::fs::write(self.path(stem, "key"), key.serialize_pem()).expect("write key");
-    }
-
-    fn path(&self, stem: &str, ext: &str) -> PathBuf {
-        self.dir.path().join(format!("{stem}.{ext}"))
-    }
-
-    fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.root.clone()).expect("trust the test CA");
-        let mut config = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-/// A `[[listeners]]` entry with TLS, for `Cluster::config`.
-fn tls_listener(pki: &Pki, stems: &[&str], extra: &str) -> String {
-    let certs: Vec<String> = stems
-        .iter()
-        .map(|s| {
-            format!(
-                "{{ cert = {:?}, key = {:?} }}",
-                path_str(&pki.path(s, "pem")),
-                path_str(&pki.path(s, "key"))
-            )
-        })
-        .collect();
-    format!(
-        "\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[listeners.tls]\ncertificates = [{}]\n{extra}\n",
-        certs.join(", ")
-    )
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
 
 /// A PKI with one certificate for [`HOST`], and the listener entry serving it.
 fn erp_pki() -> (Pki, String) {
