@@ -365,3 +365,43 @@ fn check_lists_each_certificate_with_its_names_and_expiry() {
     assert!(line.contains("erp.example.com, www.example.com"), "{line}");
     assert!(line.contains("valid until"), "{line}");
 }
+
+#[tokio::test]
+async fn a_graceful_stop_lets_an_http2_request_in_flight_finish() {
+    let pki = Pki::new();
+    pki.issue("erp", &["erp.example.com"]);
+    let mut cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&tls_listener(&pki, &["erp"], ""))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+    let stream = connect(addr, &pki.client(&[b"h2"]), "erp.example.com")
+        .await
+        .expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get("https://erp.example.com/web/report?mock_sleep=600")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let slow = tokio::spawn(sender.send_request(request));
+    let web1 = cluster.node("web1").stats.clone();
+    assert!(common::wait_until(STEP, || web1.in_flight() == 1).await);
+    let started = Instant::now();
+    cluster.stop_edge(Duration::from_secs(5)).await;
+    let response = timeout(STEP, slow)
+        .await
+        .expect("reply in time")
+        .expect("task")
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the stop waited for the request, not for the deadline: {:?}",
+        started.elapsed()
+    );
+    cluster.shutdown().await;
+}
