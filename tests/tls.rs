@@ -405,3 +405,69 @@ async fn a_graceful_stop_lets_an_http2_request_in_flight_finish() {
     );
     cluster.shutdown().await;
 }
+
+/// A file too large for the static cache is sent from disk; over TLS it must
+/// be read and encrypted, never sent with sendfile's placeholders.
+#[tokio::test]
+async fn a_large_static_file_over_https_and_http2_is_byte_exact() {
+    let pki = Pki::new();
+    pki.issue("erp", &["erp.example.com"]);
+    let addons = tempfile::tempdir().expect("addons dir");
+    let data: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
+        .map(|i| (i * 31 % 253) as u8)
+        .collect();
+    let dir = addons.path().join("web/static/lib");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("big.bin"), &data).expect("write");
+    let statics = format!("[static]\naddons_paths = [{:?}]\n", path_str(addons.path()));
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&format!("{statics}{}", tls_listener(&pki, &["erp"], "")))
+        .start()
+        .await;
+    let addr = cluster.running().addrs[1];
+
+    let mut stream = connect(addr, &pki.client(&[b"http/1.1"]), "erp.example.com")
+        .await
+        .expect("TLS");
+    let (status, _, body) = http1(&mut stream, "/web/static/lib/big.bin").await;
+    assert_eq!(status, 200);
+    assert!(
+        body == data,
+        "HTTP/1.1 over TLS: bytes differ from the file"
+    );
+
+    let stream = connect(addr, &pki.client(&[b"h2"]), "erp.example.com")
+        .await
+        .expect("TLS");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let request = Request::get("https://erp.example.com/web/static/lib/big.bin")
+        .header("range", "bytes=1048570-2097200")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = timeout(STEP, sender.send_request(request))
+        .await
+        .expect("reply in time")
+        .expect("reply");
+    assert_eq!(response.status(), 206);
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    assert!(
+        body == data[1_048_570..=2_097_200],
+        "HTTP/2: range differs from the file"
+    );
+    assert_eq!(
+        cluster.node("web1").stats.requests(),
+        0,
+        "served from disk, not Odoo"
+    );
+    cluster.shutdown().await;
+}
