@@ -1,4 +1,4 @@
-//! The `odoo-edge` command: `run`, `check` and `demo`. Parsing the command line,
+//! The `odoo-edge` command: `run`, `check`, `health` and `demo`. Parsing the command line,
 //! logging set-up and exit codes live here; everything else is the library.
 
 use std::net::SocketAddr;
@@ -38,6 +38,16 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a running edge's admin API whether it is up (`GET /healthz`):
+    /// exit 0 if so, else 1. For container health checks (no curl needed).
+    Health {
+        /// The admin API's address (`[admin] address`).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// `readyz` instead: an interactive node is up and in service.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Start the edge in front of built-in mock Odoo nodes (2 interactive, 1 gevent, 1 cron).
     Demo {
         /// Where the edge listens.
@@ -60,6 +70,7 @@ fn main() -> ExitCode {
                     .and_then(|rt| rt.block_on(serve_until_stopped(&path, &config))),
             )
         }
+        Command::Health { admin, ready } => health(admin, ready),
         Command::Demo { listen } => report(
             runtime(None).and_then(|rt| rt.block_on(odoo_edge::demo::run(listen, stop_signal()))),
         ),
@@ -129,6 +140,40 @@ fn check(path: &Path) -> ExitCode {
         humantime::format_duration(admission.queue_timeout),
     );
     ExitCode::SUCCESS
+}
+
+/// `odoo-edge health`: one GET to the admin API, bounded to 5 s.
+fn health(admin: SocketAddr, ready: bool) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let limit = std::time::Duration::from_secs(5);
+    let status = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&admin, limit)?;
+        stream.set_read_timeout(Some(limit))?;
+        stream.set_write_timeout(Some(limit))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut reply)?;
+        let text = String::from_utf8_lossy(&reply);
+        Ok(text.lines().next().unwrap_or_default().to_owned())
+    })();
+    match status {
+        Ok(line) if line.split_whitespace().nth(1) == Some("200") => {
+            println!("odoo-edge: {admin}{path}: {line}");
+            ExitCode::SUCCESS
+        }
+        Ok(line) => {
+            eprintln!("odoo-edge: {admin}{path}: {line}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("odoo-edge: {admin}{path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Loads a config, printing what is wrong with it (like `nginx -t`) on failure.

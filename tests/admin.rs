@@ -144,3 +144,50 @@ fn the_admin_api_stays_on_loopback_unless_allowed() {
     let config = odoo_edge::config::parse(base).expect("no address: off");
     assert_eq!(config.admin, None);
 }
+
+/// `odoo-edge health` as a container HEALTHCHECK runs it.
+fn health_command(admin: SocketAddr, ready: bool) -> std::process::Output {
+    let admin = admin.to_string();
+    let mut args = vec!["health", "--admin", admin.as_str()];
+    if ready {
+        args.push("--ready");
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_odoo-edge"))
+        .args(&args)
+        .output()
+        .expect("run odoo-edge health")
+}
+
+#[tokio::test]
+async fn the_health_command_reports_liveness_and_readiness_by_exit_code() {
+    let (cluster, admin) = admin_cluster().await;
+    let ok = tokio::task::spawn_blocking(move || health_command(admin, false))
+        .await
+        .expect("task");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    for name in ["web1", "web2"] {
+        let drained = Call::new(admin, Method::POST, &format!("/nodes/{name}/drain"))
+            .send()
+            .await;
+        assert_eq!(drained.status, 200);
+    }
+    let not_ready = tokio::task::spawn_blocking(move || health_command(admin, true))
+        .await
+        .expect("task");
+    assert_eq!(not_ready.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&not_ready.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&not_ready.stderr)
+    );
+    cluster.shutdown().await;
+    // Nothing listens any more: a clear failure, not a hang.
+    let gone = tokio::task::spawn_blocking(move || health_command(admin, false))
+        .await
+        .expect("task");
+    assert_eq!(gone.status.code(), Some(1));
+}

@@ -1497,3 +1497,35 @@ fn tls_key_and_file_problems_are_reported_together() {
         ]
     );
 }
+
+/// docker/compose.yaml's edge config is valid once its volume paths exist,
+/// and every node it declares is a service of the compose file.
+#[test]
+fn the_compose_config_is_valid_and_names_the_compose_services() {
+    let text = include_str!("../docker/odoo-edge.compose.toml");
+    let compose = include_str!("../docker/compose.yaml");
+    let addons = tempfile::tempdir().expect("addons dir");
+    let filestore = tempfile::tempdir().expect("filestore dir");
+    let text = text
+        .replace("/opt/odoo/addons", addons.path().to_str().expect("utf-8"))
+        .replace(
+            "/var/lib/odoo/filestore",
+            filestore.path().to_str().expect("utf-8"),
+        );
+    let config = odoo_edge::config::parse(&text).expect("the compose config is valid");
+    assert!(
+        config.admin.is_some(),
+        "the image's HEALTHCHECK needs the admin API"
+    );
+    assert_eq!(config.nodes.len(), 4);
+    for node in &config.nodes {
+        let host = node.address.split(':').next().expect("host");
+        assert!(
+            compose.contains(&format!("\n  {host}:\n")),
+            "node {} points at {host}, which is no service in compose.yaml",
+            node.name
+        );
+    }
+    let dockerfile = include_str!("../docker/Dockerfile");
+    assert!(dockerfile.contains("\"health\", \"--admin\", \"127.0.0.1:9901\""));
+}
