@@ -104,7 +104,7 @@ pub async fn run(
     .map(|(name, h)| format!("{name} {}", h.stats.requests()))
     .collect();
     println!(
-        "odoo-edge demo stopped. Requests per node: {}; connections to odoo-cron: {}",
+        "odoo-edge demo stopped. Requests per node (health probes included): {}; connections to odoo-cron: {}",
         served.join(", "),
         cron_connections.load(Ordering::Relaxed)
     );
