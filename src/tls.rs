@@ -99,8 +99,8 @@ pub enum FileProblem {
     #[error("certificate {number} in the file is not a valid X.509 certificate: {reason}")]
     BadCertificate { number: usize, reason: String },
     #[error(
-        "no private key in the file (expected a PEM \"BEGIN PRIVATE KEY\", \
-         \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)"
+        "no private key in the file (expected a PEM block labelled \"PRIVATE KEY\", \
+         \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\")"
     )]
     NoKey,
     #[error(

