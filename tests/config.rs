@@ -1230,8 +1230,8 @@ fn every_certificate_problem_is_named_by_entry_and_file_with_its_line() {
             ),
             format!(
                 "listeners[1].tls.certificates[4].key = {} (line 18): no private key in the \
-                 file (expected a PEM \"BEGIN PRIVATE KEY\", \"BEGIN RSA PRIVATE KEY\" or \
-                 \"BEGIN EC PRIVATE KEY\" block)",
+                 file (expected a PEM block labelled \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \
+                 \"EC PRIVATE KEY\")",
                 q(&erp.cert)
             ),
         ]
