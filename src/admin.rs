@@ -101,7 +101,7 @@ fn drain(topology: &Topology, method: &Method, name: &str) -> Response<Full<Byte
         Method::DELETE => false,
         _ => return not_allowed("POST, DELETE"),
     };
-    let Some(node) = all_nodes(topology).into_iter().find(|n| n.name == name) else {
+    let Some(node) = topology.nodes().into_iter().find(|n| n.name == name) else {
         return text(StatusCode::NOT_FOUND, "no such node\n");
     };
     if node.role == Role::Cron {
@@ -140,7 +140,8 @@ struct NodeStatus {
 
 fn status(topology: &Topology) -> Status {
     Status {
-        nodes: all_nodes(topology)
+        nodes: topology
+            .nodes()
             .iter()
             .map(|n| node_status(topology, n))
             .collect(),
@@ -169,23 +170,6 @@ fn node_status(topology: &Topology, node: &Arc<Node>) -> NodeStatus {
         workers: node.workers,
         in_flight,
     }
-}
-
-/// Every node once, in pool order, cron nodes last.
-fn all_nodes(topology: &Topology) -> Vec<Arc<Node>> {
-    let mut nodes: Vec<Arc<Node>> = Vec::new();
-    for node in topology
-        .interactive
-        .nodes
-        .iter()
-        .chain(&topology.bus.nodes)
-        .chain(&topology.cron)
-    {
-        if !nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
-            nodes.push(node.clone());
-        }
-    }
-    nodes
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -33,6 +33,7 @@ use http_body_util::BodyExt as _;
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, info, warn};
 
+use crate::config::Role;
 use crate::pool::{Node, Pool, Topology, Transition};
 use crate::proxy::UpstreamBody;
 use crate::shutdown::Lifecycle;
@@ -40,13 +41,12 @@ use crate::shutdown::Lifecycle;
 /// Starts one probe task per routed node; they stop at the graceful stop.
 pub fn spawn(topology: &Topology, connect_timeout: Duration, lifecycle: &Lifecycle) {
     let interactive = &topology.interactive;
-    let mut nodes: Vec<Arc<Node>> = interactive.nodes.clone();
-    for node in &topology.bus.nodes {
-        if !nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
-            nodes.push(node.clone());
-        }
-    }
-    for node in nodes {
+    // Cron nodes have no HTTP port: never probed.
+    for node in topology
+        .nodes()
+        .into_iter()
+        .filter(|n| n.role != Role::Cron)
+    {
         let pools: Vec<Arc<Pool>> = topology.pools_of(&node).cloned().collect();
         // The slot a probe needs on a worker-limited node.
         let slot = interactive

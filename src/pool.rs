@@ -553,6 +553,23 @@ impl Topology {
         }
     }
 
+    /// Every node once: interactive, then gevent, then cron.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        for node in self
+            .interactive
+            .nodes
+            .iter()
+            .chain(&self.bus.nodes)
+            .chain(&self.cron)
+        {
+            if !nodes.iter().any(|n| Arc::ptr_eq(n, node)) {
+                nodes.push(node.clone());
+            }
+        }
+        nodes
+    }
+
     /// Every pool a node is in (one, or two when bus traffic falls back to
     /// interactive nodes).
     pub fn pools_of<'a>(&'a self, node: &'a Arc<Node>) -> impl Iterator<Item = &'a Arc<Pool>> {

@@ -9,23 +9,17 @@
 //! a restart.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tracing::info;
 
 use crate::config::Config;
 use crate::listener::Mode;
-use crate::pool::{Node, Topology};
+use crate::pool::Topology;
 
 /// Applies `config`'s drain flags to the running `topology`; returns one line
 /// per change made and per change that needs a restart.
 pub fn apply(topology: &Topology, config: &Config) -> Vec<String> {
-    let mut running: Vec<&Arc<Node>> = topology.interactive.nodes.iter().collect();
-    for node in topology.bus.nodes.iter().chain(&topology.cron) {
-        if !running.iter().any(|n| Arc::ptr_eq(n, node)) {
-            running.push(node);
-        }
-    }
+    let running = topology.nodes();
     let mut lines = Vec::new();
     for wanted in &config.nodes {
         let Some(node) = running.iter().find(|n| n.name == wanted.name) else {

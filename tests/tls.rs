@@ -32,6 +32,20 @@ async fn connect(
         .map_err(|_| std::io::Error::other("handshake timed out"))?
 }
 
+/// An HTTP/2 client over `stream` (ALPN h2 already agreed); the connection
+/// is driven in a task of its own.
+async fn h2_client(
+    stream: TlsStream<TcpStream>,
+) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    sender
+}
+
 fn served_certificate(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     stream
         .get_ref()
@@ -129,12 +143,7 @@ async fn http2_through_alpn_reaches_an_http1_node_with_host_from_authority() {
     let stream = connect(addr, &pki.client(&[b"h2", b"http/1.1"]), "erp.example.com")
         .await
         .expect("TLS");
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("HTTP/2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(stream).await;
     for (method, body) in [("GET", ""), ("POST", "{\"jsonrpc\": \"2.0\"}")] {
         let request = Request::builder()
             .method(method)
@@ -379,11 +388,7 @@ async fn a_graceful_stop_lets_an_http2_request_in_flight_finish() {
     let stream = connect(addr, &pki.client(&[b"h2"]), "erp.example.com")
         .await
         .expect("TLS");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("HTTP/2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(stream).await;
     let request = Request::get("https://erp.example.com/web/report?mock_sleep=600")
         .body(Full::new(Bytes::new()))
         .expect("request");
@@ -440,11 +445,7 @@ async fn a_large_static_file_over_https_and_http2_is_byte_exact() {
     let stream = connect(addr, &pki.client(&[b"h2"]), "erp.example.com")
         .await
         .expect("TLS");
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .expect("HTTP/2 handshake");
-    tokio::spawn(conn);
+    let mut sender = h2_client(stream).await;
     let request = Request::get("https://erp.example.com/web/static/lib/big.bin")
         .header("range", "bytes=1048570-2097200")
         .body(Full::new(Bytes::new()))
