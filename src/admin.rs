@@ -6,6 +6,7 @@
 //! * `GET /readyz`: 200 when at least one interactive node is up and not
 //!   draining, else 503 (a load balancer in front of several edges skips
 //!   this one).
+//! * `GET /metrics`: Prometheus metrics, OpenMetrics text ([`crate::metrics`]).
 //! * `GET /status`: every node with role, address, health, drain, workers and
 //!   requests in flight; the queue length; JSON.
 //! * `POST /nodes/<name>/drain` and `DELETE /nodes/<name>/drain`: drain a
@@ -27,11 +28,12 @@ use tracing::{debug, info};
 
 use crate::config::Role;
 use crate::pool::{Node, Topology};
-use crate::proxy::Edge;
+use crate::proxy::{Current, Edge};
 
 /// Serves the admin API until the graceful stop.
-pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
-    let stop = edge.lifecycle.graceful.clone();
+pub async fn serve(listener: TcpListener, current: Current) {
+    let lifecycle = current.load().lifecycle.clone();
+    let stop = lifecycle.graceful.clone();
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
@@ -44,12 +46,12 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
                 }
             },
         };
-        let edge = edge.clone();
+        let current = current.clone();
         let stop = stop.clone();
-        edge.lifecycle.tasks.clone().spawn(async move {
+        lifecycle.tasks.spawn(async move {
             let service = service_fn(move |req| {
-                let edge = edge.clone();
-                async move { Ok::<_, Infallible>(answer(&edge.topology, &req)) }
+                let edge = current.load_full();
+                async move { Ok::<_, Infallible>(answer(&edge, &req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -63,7 +65,8 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
 }
 
 /// The reply to one admin request.
-pub fn answer(topology: &Topology, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn answer(edge: &Edge, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let topology = &edge.topology;
     let path = req.uri().path();
     let method = req.method();
     match (method, path) {
@@ -84,7 +87,18 @@ pub fn answer(topology: &Topology, req: &Request<Incoming>) -> Response<Full<Byt
             }
         }
         (&Method::GET | &Method::HEAD, "/status") => json(StatusCode::OK, &status(topology)),
-        (_, "/healthz" | "/readyz" | "/status") => not_allowed("GET, HEAD"),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(edge.shared.metrics.render(topology))));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        (_, "/healthz" | "/readyz" | "/status" | "/metrics") => not_allowed("GET, HEAD"),
         _ => match path
             .strip_prefix("/nodes/")
             .and_then(|rest| rest.strip_suffix("/drain"))

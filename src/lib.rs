@@ -58,6 +58,7 @@
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
 //! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
 
+pub mod access_log;
 pub mod admin;
 pub mod conditional;
 pub mod config;
@@ -65,6 +66,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod mock_odoo;
 pub mod pool;
 pub mod proxy;
@@ -82,11 +84,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
 pub use config::Config;
 pub use listener::BindError;
 use proxy::Edge;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("access_log.path = {path:?}: cannot be opened: {source}")]
+    AccessLog {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
 
 /// A running edge: its bound addresses and the means to stop it.
 pub struct Running {
@@ -95,17 +110,29 @@ pub struct Running {
     /// The admin API's local address, when configured.
     pub admin: Option<SocketAddr>,
     lifecycle: shutdown::Lifecycle,
-    edge: Arc<Edge>,
+    /// The edge requests are served with; a reload swaps it.
+    edge: proxy::Current,
     /// Each listener's configured address and mode, for certificate reloads.
     listeners: Vec<(SocketAddr, listener::Mode)>,
 }
 
 /// Binds every listener and starts serving. Fails, with the listener named,
 /// if any address cannot be bound; nothing is served then.
-pub fn start(config: &Config) -> Result<Running, BindError> {
+pub fn start(config: &Config) -> Result<Running, StartError> {
     let listeners = listener::bind(&config.listeners)?;
     let lifecycle = shutdown::Lifecycle::default();
-    let edge = Arc::new(Edge::new(config, lifecycle.clone()));
+    let access_log =
+        access_log::AccessLog::new(&config.access_log).map_err(|source| StartError::AccessLog {
+            path: config.access_log.path.clone(),
+            source,
+        })?;
+    let shared = Arc::new(proxy::Shared {
+        lifecycle: lifecycle.clone(),
+        metrics: metrics::Metrics::new(),
+        access_log,
+    });
+    let edge: proxy::Current = Arc::new(ArcSwap::from_pointee(Edge::new(config, shared)));
+    let first = edge.load_full();
     log_topology(config);
     let mut addrs = Vec::new();
     let mut modes = Vec::new();
@@ -121,7 +148,11 @@ pub fn start(config: &Config) -> Result<Running, BindError> {
             .tasks
             .spawn(listener::serve(l, edge.clone(), mode));
     }
-    health::spawn(&edge.topology, config.timeouts.upstream_connect, &lifecycle);
+    health::spawn(
+        &first.topology,
+        config.timeouts.upstream_connect,
+        &lifecycle,
+    );
     let admin = match config.admin {
         Some(address) => {
             let l = listener::bind_admin(address)?;
@@ -146,14 +177,14 @@ impl Running {
     /// drain, and TLS certificates. Returns what it changed and what needs a
     /// restart, one line each.
     pub fn reload(&self, config: &Config) -> Vec<String> {
-        let mut lines = reload::apply(&self.edge.topology, config);
+        let mut lines = reload::apply(&self.edge.load().topology, config);
         lines.extend(reload::certificates(&self.listeners, config));
         lines
     }
 
-    /// The pools, as the edge routes them now.
-    pub fn topology(&self) -> &pool::Topology {
-        &self.edge.topology
+    /// The edge as it serves requests now (after the last reload).
+    pub fn edge(&self) -> Arc<Edge> {
+        self.edge.load_full()
     }
 
     /// Tasks alive now: listeners, probes, client connections, tunnels.
@@ -172,7 +203,7 @@ impl Running {
 pub async fn run(
     config: &Config,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), BindError> {
+) -> Result<(), StartError> {
     let running = start(config)?;
     stop.await;
     info!("shutting down");

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ListenerConfig, Redirect, Timeouts};
-use crate::proxy::{self, ClientInfo, Edge, ReplyBody};
+use crate::proxy::{self, ClientInfo, Current, ReplyBody};
 use crate::sendfile::{self, Regions};
 
 /// A listener address that could not be bound.
@@ -116,7 +116,8 @@ impl Mode {
 
 /// Accepts connections until the graceful stop, serving each on its own
 /// task registered with the edge's lifecycle.
-pub async fn serve(listener: TcpListener, edge: Arc<Edge>, mode: Mode) {
+pub async fn serve(listener: TcpListener, current: Current, mode: Mode) {
+    let edge = current.load_full();
     let shutdown = edge.lifecycle.graceful.clone();
     // Past the cap, connections wait in the kernel's listen backlog instead of
     // each taking memory here.
@@ -145,13 +146,13 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, mode: Mode) {
             },
         };
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
+        let current = current.clone();
         let mode = mode.clone();
         edge.lifecycle.tasks.clone().spawn(async move {
             let conn = Conn {
                 peer,
                 local,
-                edge,
+                current,
                 mode,
             };
             match conn.mode.tls.clone() {
@@ -174,7 +175,8 @@ enum Protocol {
 struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
-    edge: Arc<Edge>,
+    /// Each request takes the edge current when it starts.
+    current: Current,
     mode: Mode,
 }
 
@@ -184,7 +186,7 @@ impl Conn {
     async fn serve_tls(self, stream: TcpStream, tls: Tls) {
         let peer = self.peer;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.load_full());
-        let graceful = self.edge.lifecycle.graceful.clone();
+        let graceful = self.current.load().lifecycle.graceful.clone();
         let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream));
         let stream = tokio::select! {
             done = handshake => match done {
@@ -222,9 +224,11 @@ impl Conn {
         let Conn {
             peer,
             local,
-            edge,
+            current,
             mode,
         } = self;
+        // Connection-wide settings come from the edge current when it opened.
+        let edge = current.load_full();
         let graceful = edge.lifecycle.graceful.clone();
         let hard = edge.lifecycle.hard.clone();
         let state = Arc::new(ConnState::default());
@@ -235,8 +239,9 @@ impl Conn {
         let hsts = mode.tls.as_ref().and_then(|t| t.hsts.clone());
         let client = ClientInfo::new(peer, local, mode.tls.is_some(), &edge.forwarding);
         let redirect = mode.redirect;
+        drop(edge);
         let service = service_fn(move |mut req: Request<Incoming>| {
-            let edge = edge.clone();
+            let edge = current.load_full();
             let guard = ActiveGuard::new(state.clone());
             let client = client.clone();
             let regions = regions.clone();

@@ -36,7 +36,7 @@ fn index_of(pool: &Pool, name: &str) -> usize {
 
 /// Whether interactive node `name` is up now.
 fn is_up(cluster: &Cluster, name: &str) -> bool {
-    let pool = &cluster.running().topology().interactive;
+    let pool = &cluster.running().edge().topology.interactive;
     pool.nodes[index_of(pool, name)].is_up()
 }
 
@@ -373,7 +373,7 @@ async fn a_node_never_has_more_requests_than_its_workers_and_the_rest_wait() {
         elapsed >= Duration::from_millis(5 * sleep),
         "10 requests 2 at a time take 5 rounds: {elapsed:?}"
     );
-    let pool = &cluster.running().topology().interactive;
+    let pool = &cluster.running().edge().topology.interactive;
     assert_eq!(pool.in_flight(), [0]);
     assert_eq!(pool.queued(), 0);
     cluster.shutdown().await;
@@ -407,7 +407,7 @@ async fn a_full_queue_gets_503_at_once_with_retry_after() {
     let slow = hold_the_only_worker(&cluster, 600).await;
     let edge = cluster.edge;
     let queued = tokio::spawn(async move { get(edge, "/web/queued").await });
-    let pool = &cluster.running().topology().interactive;
+    let pool = &cluster.running().edge().topology.interactive;
     assert!(
         wait_until(STEP, || pool.queued() == 1).await,
         "the second request must wait in the queue"
@@ -463,7 +463,7 @@ async fn a_request_waiting_past_queue_timeout_gets_503_with_retry_after() {
         waited >= Duration::from_millis(280) && waited < Duration::from_millis(1200),
         "refused after queue_timeout (300 ms), before the worker freed up: {waited:?}"
     );
-    assert_eq!(cluster.running().topology().interactive.queued(), 0);
+    assert_eq!(cluster.running().edge().topology.interactive.queued(), 0);
     let reply = timeout(STEP, slow).await.expect("in time").expect("task");
     assert_eq!(reply.status, 200);
     assert_eq!(
@@ -487,7 +487,7 @@ fn failing_probes(health: &str) -> String {
 
 /// Waits until no interactive node is up.
 async fn wait_all_down(cluster: &Cluster) {
-    let pool = &cluster.running().topology().interactive;
+    let pool = &cluster.running().edge().topology.interactive;
     assert!(
         wait_until(Duration::from_secs(2), || pool
             .nodes
@@ -744,7 +744,7 @@ async fn a_client_that_leaves_mid_request_keeps_the_worker_counted_busy() {
         .start()
         .await;
     let web1 = cluster.node("web1").stats.clone();
-    let pool = cluster.running().topology().interactive.clone();
+    let pool = cluster.running().edge().topology.interactive.clone();
     let mut stream = tokio::net::TcpStream::connect(cluster.edge)
         .await
         .expect("connect");

@@ -1107,6 +1107,9 @@ async fn a_listener_that_cannot_bind_names_its_key_and_address() {
     let message = err.to_string();
     assert!(message.contains("listeners[0].address"), "{message}");
     assert!(message.contains(&addr.to_string()), "{message}");
+    let odoo_edge::StartError::Bind(err) = err else {
+        panic!("expected a bind error, got {err}");
+    };
     assert_eq!(err.what, "listeners[0].address");
     assert_eq!(err.address, addr);
     drop(taken);

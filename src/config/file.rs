@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub x_accel: FileXAccel,
     #[serde(default)]
     pub admin: FileAdmin,
+    #[serde(default)]
+    pub access_log: FileAccessLog,
 }
 
 /// `[[listeners]]`
@@ -212,4 +214,12 @@ pub struct FileXAccel {
 pub struct FileAdmin {
     pub address: Option<Spanned<String>>,
     pub allow_remote: Option<bool>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub format: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
 }

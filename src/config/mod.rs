@@ -40,6 +40,8 @@ pub struct Config {
     /// `[admin] address`: the admin listener (`/healthz`, `/readyz`,
     /// `/status`, drain); `None` = off.
     pub admin: Option<SocketAddr>,
+    /// `[access_log]`: one line per request.
+    pub access_log: AccessLogConfig,
     /// Non-fatal remarks found while validating (printed by `check` and at start).
     pub warnings: Vec<String>,
 }
@@ -256,6 +258,33 @@ pub struct CookieFlags {
     pub secure: bool,
     /// `Lax`, `Strict` or `None`; `None` here means leave SameSite alone.
     pub same_site: Option<&'static str>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// A file (appended to, reopened on reload), or `-` for standard output.
+    pub path: PathBuf,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> AccessLogConfig {
+        AccessLogConfig {
+            format: AccessLogFormat::Json,
+            path: PathBuf::from("-"),
+        }
+    }
+}
+
+/// `access_log.format`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx's `combined`, then the edge's fields as `key=value`.
+    Combined,
+    Off,
 }
 
 /// `[retries]`

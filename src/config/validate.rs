@@ -15,9 +15,9 @@ use toml::Spanned;
 
 use super::file::{FileConfig, FileDuration, FileListener, FileProbe, FileSize, FileTls};
 use super::{
-    Admission, CertificateFiles, Config, ConfigError, CookieFlags, Forwarding, Health, Limits,
-    ListenerConfig, NodeConfig, Probe, Problem, Redirect, Retries, Role, StaticConfig, Timeouts,
-    TlsConfig, UnknownSni, WhenAllDown,
+    AccessLogConfig, AccessLogFormat, Admission, CertificateFiles, Config, ConfigError,
+    CookieFlags, Forwarding, Health, Limits, ListenerConfig, NodeConfig, Probe, Problem, Redirect,
+    Retries, Role, StaticConfig, Timeouts, TlsConfig, UnknownSni, WhenAllDown,
 };
 use crate::tls::{self, Part, TlsError};
 
@@ -190,6 +190,7 @@ impl Validator<'_> {
                         None
                     }
                 });
+        let access_log = self.access_log(&file);
         let worker_threads = match &file.runtime.worker_threads {
             None => None,
             Some(n) if *n.get_ref() == 0 => None,
@@ -217,8 +218,41 @@ impl Validator<'_> {
             filestore,
             worker_threads,
             admin,
+            access_log,
             warnings: Vec::new(),
         }
+    }
+
+    fn access_log(&mut self, file: &FileConfig) -> AccessLogConfig {
+        let mut config = AccessLogConfig::default();
+        if let Some(format) = &file.access_log.format {
+            match format.get_ref().as_str() {
+                "json" => config.format = AccessLogFormat::Json,
+                "combined" => config.format = AccessLogFormat::Combined,
+                "off" => config.format = AccessLogFormat::Off,
+                _ => self.bad(
+                    "access_log.format",
+                    format,
+                    "expected \"json\", \"combined\" or \"off\"",
+                ),
+            }
+        }
+        if let Some(path) = &file.access_log.path {
+            let wanted = PathBuf::from(path.get_ref());
+            let dir = wanted.parent().filter(|d| !d.as_os_str().is_empty());
+            if path.get_ref().is_empty() {
+                self.bad(
+                    "access_log.path",
+                    path,
+                    "expected a file path, or \"-\" for standard output",
+                );
+            } else if path.get_ref() != "-" && dir.is_some_and(|d| !d.is_dir()) {
+                self.bad("access_log.path", path, "its directory does not exist");
+            } else {
+                config.path = wanted;
+            }
+        }
+        config
     }
 
     fn listeners(&mut self, file: &FileConfig) -> Vec<ListenerConfig> {

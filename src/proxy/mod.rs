@@ -29,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -39,9 +40,11 @@ pub use body::{RequestBody, UpstreamBody};
 pub use headers::{ClientInfo, Scheme};
 pub use reply::ReplyBody;
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
 use crate::health;
+use crate::metrics::Metrics;
 use crate::pool::{Lease, Node, Pool, Refusal, Topology};
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
@@ -66,10 +69,24 @@ pub struct Edge {
     pub filestore: Option<std::path::PathBuf>,
     /// Shutdown signals and the tasks to wait for.
     pub lifecycle: Lifecycle,
+    /// What outlives a reload: metrics, the access log.
+    pub shared: Arc<Shared>,
 }
 
+/// What every generation of the [`Edge`] shares: it outlives reloads.
+pub struct Shared {
+    pub lifecycle: Lifecycle,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+}
+
+/// The edge requests are served with now; a reload swaps in a new one, and
+/// requests already running finish with the one they started with.
+pub type Current = Arc<ArcSwap<Edge>>;
+
 impl Edge {
-    pub fn new(config: &Config, lifecycle: Lifecycle) -> Edge {
+    pub fn new(config: &Config, shared: Arc<Shared>) -> Edge {
+        let lifecycle = shared.lifecycle.clone();
         Edge {
             topology: Topology::new(config),
             timeouts: config.timeouts.clone(),
@@ -82,6 +99,7 @@ impl Edge {
             statics: StaticFiles::new(&config.statics).map(Arc::new),
             filestore: config.filestore.clone(),
             lifecycle,
+            shared,
         }
     }
 }

@@ -267,7 +267,7 @@ impl Cluster {
         self.mocks.iter().map(|(_, h)| h.stats.seen(id)).sum()
     }
 
-    /// The running edge: [`Running::topology`] shows node health and load,
+    /// The running edge: [`Running::edge`] shows node health and load,
     /// [`Running::reload`] applies a changed config.
     /// The TOML the edge's config was parsed from, to parse again for a reload.
     #[allow(dead_code)]

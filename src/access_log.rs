@@ -1,0 +1,297 @@
+//! The access log: one line per request, written when the reply has been sent
+//! (or the client left), as JSON or in nginx's `combined` format with the
+//! edge's own fields appended.
+//!
+//! Lines go to a writer thread through a bounded channel, so a slow disk
+//! never stalls a request: when the channel is full the line is dropped and
+//! counted (`odoo_edge_access_log_dropped_total`). The file is opened in
+//! append mode and reopened on every reload (SIGHUP), which is what logrotate's
+//! `postrotate systemctl reload odoo-edge` expects; `path = "-"` is standard
+//! output (the journal under systemd, `docker logs` in a container).
+
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::{AccessLogConfig, AccessLogFormat};
+use crate::metrics::Metrics;
+
+/// Lines waiting for the writer before new ones are dropped.
+const BACKLOG: usize = 16 * 1024;
+
+/// One request, as the access log records it.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub request_id: &'a str,
+    pub client: SocketAddr,
+    pub method: &'a str,
+    /// Path and query, as the client sent them.
+    pub path: &'a str,
+    pub protocol: &'static str,
+    pub status: u16,
+    /// Reply body bytes sent.
+    pub bytes: u64,
+    /// Seconds from the request head to the last byte of the reply.
+    pub duration: f64,
+    pub kind: &'static str,
+    /// The node that answered; empty when none did.
+    pub node: &'a str,
+    /// Nodes tried after the first one.
+    pub retries: u32,
+    /// Seconds spent waiting for a free Odoo worker.
+    pub queue_wait: f64,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+}
+
+enum Message {
+    Line(String),
+    Reopen(PathBuf),
+}
+
+/// The access log of a running edge; kept across reloads.
+pub struct AccessLog {
+    format: Mutex<AccessLogFormat>,
+    tx: SyncSender<Message>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread. A file that cannot be opened is an error here,
+    /// at start; at a reload it is logged and the old file kept.
+    pub fn new(config: &AccessLogConfig) -> io::Result<AccessLog> {
+        let out = open(&config.path)?;
+        let (tx, rx) = sync_channel(BACKLOG);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, out))?;
+        Ok(AccessLog {
+            format: Mutex::new(config.format),
+            tx,
+        })
+    }
+
+    /// Takes a reload's settings: the format now, the file reopened (also
+    /// when unchanged: logrotate moved it).
+    pub fn reconfigure(&self, config: &AccessLogConfig) {
+        if let Ok(mut format) = self.format.lock() {
+            *format = config.format;
+        }
+        let _ = self.tx.send(Message::Reopen(config.path.clone()));
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.format() != AccessLogFormat::Off
+    }
+
+    fn format(&self) -> AccessLogFormat {
+        self.format
+            .lock()
+            .map_or(AccessLogFormat::Off, |format| *format)
+    }
+
+    /// Queues one line; never blocks.
+    pub fn write(&self, entry: &Entry<'_>, metrics: &Metrics) {
+        let line = match self.format() {
+            AccessLogFormat::Off => return,
+            AccessLogFormat::Json => match serde_json::to_string(entry) {
+                Ok(mut line) => {
+                    line.push('\n');
+                    line
+                }
+                Err(_) => return,
+            },
+            AccessLogFormat::Combined => combined(entry),
+        };
+        match self.tx.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => metrics.access_log_dropped(),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// nginx's `combined` line, then the edge's fields as `key=value`.
+fn combined(e: &Entry<'_>) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    format!(
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.3} id={} kind={} node={} retries={} qw={:.3}\n",
+        e.client.ip(),
+        clf_time(&e.time),
+        e.method,
+        quoted(e.path),
+        e.protocol,
+        e.status,
+        e.bytes,
+        quoted(&dash(e.referer)),
+        quoted(&dash(e.user_agent)),
+        e.duration,
+        e.request_id,
+        e.kind,
+        dash(e.node),
+        e.retries,
+        e.queue_wait,
+    )
+}
+
+/// Escapes `"` and `\` and control bytes, as nginx does in its log.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\x{:02X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `2026-11-28T07:51:56.123Z` → `28/Nov/2026:07:51:56 +0000`.
+fn clf_time(rfc3339: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = rfc3339
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)));
+    match (
+        rfc3339.get(0..4),
+        month,
+        rfc3339.get(8..10),
+        rfc3339.get(11..19),
+    ) {
+        (Some(year), Some(month), Some(day), Some(time)) => {
+            format!("{day}/{month}/{year}:{time} +0000")
+        }
+        _ => rfc3339.to_owned(),
+    }
+}
+
+/// Now, for [`Entry::time`].
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Seconds with millisecond precision, for the JSON fields.
+pub fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+type Out = Box<dyn Write + Send>;
+
+fn open(path: &PathBuf) -> io::Result<Out> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(io::stdout()));
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Box::new(file))
+}
+
+/// The writer thread: batches what is queued, flushes when the queue is empty.
+fn write_lines(rx: Receiver<Message>, out: Out) {
+    let mut out = io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(line.as_bytes());
+                }
+                Message::Reopen(path) => {
+                    let _ = out.flush();
+                    match open(&path) {
+                        Ok(file) => out = io::BufWriter::with_capacity(64 * 1024, file),
+                        Err(e) => tracing::error!(
+                            path = %path.display(),
+                            cause = %e,
+                            "cannot reopen the access log; writing to the old file"
+                        ),
+                    }
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Kind;
+
+    fn entry() -> Entry<'static> {
+        Entry {
+            time: "2026-11-28T07:51:56.123Z".into(),
+            request_id: "abc",
+            client: "10.0.0.7:5555".parse().expect("address"),
+            method: "POST",
+            path: "/web/dataset/call_kw?x=\"1\"",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 1234,
+            duration: 0.0125,
+            kind: Kind::Proxy.as_str(),
+            node: "web1",
+            retries: 1,
+            queue_wait: 0.002,
+            referer: "",
+            user_agent: "Mozilla/5.0",
+        }
+    }
+
+    #[test]
+    fn combined_line_is_nginx_combined_then_edge_fields() {
+        assert_eq!(
+            combined(&entry()),
+            "10.0.0.7 - - [28/Nov/2026:07:51:56 +0000] \"POST /web/dataset/call_kw?x=\\\"1\\\" HTTP/1.1\" \
+             200 1234 \"-\" \"Mozilla/5.0\" rt=0.013 id=abc kind=proxy node=web1 retries=1 qw=0.002\n"
+        );
+    }
+
+    #[test]
+    fn json_line_has_every_field() {
+        let line = serde_json::to_value(entry()).expect("json");
+        for key in [
+            "time",
+            "request_id",
+            "client",
+            "method",
+            "path",
+            "status",
+            "bytes",
+            "duration",
+            "kind",
+            "node",
+            "retries",
+            "queue_wait",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing from {line}");
+        }
+        assert_eq!(line["client"], "10.0.0.7:5555");
+    }
+
+    #[test]
+    fn control_bytes_never_reach_a_line_raw() {
+        assert_eq!(quoted("a\nb\u{1b}"), "a\\x0Ab\\x1B");
+        assert_eq!(clf_time("garbage"), "garbage");
+    }
+}
