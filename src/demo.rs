@@ -77,6 +77,15 @@ pub async fn run(
     );
     println!("  odoo-bus    gevent       {}", bus.addr);
     println!("  odoo-cron   cron         {cron_addr}  (never sent anything)");
+    if let Some(admin) = running.admin {
+        println!("The admin API listens on http://{admin}:");
+        println!("  curl -s http://{admin}/status    # nodes: role, health, workers, in flight");
+        println!("  curl -s http://{admin}/metrics   # Prometheus metrics");
+        println!("  curl -s -X POST http://{admin}/nodes/odoo-web-2/drain   # then DELETE to undo");
+    }
+    println!(
+        "Each request writes one access log line below (nginx's combined format, then the edge's fields)."
+    );
     println!();
     println!("Try (each mock node answers JSON naming itself and echoing what it received):");
     println!("  curl -s http://{edge}/web/login          # twice: odoo-web-1, then odoo-web-2");

@@ -71,6 +71,7 @@ pub mod mock_odoo;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod request_log;
 pub mod router;
 pub mod sendfile;
 pub mod shutdown;

@@ -34,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{ListenerConfig, Redirect, Timeouts};
+use crate::metrics::Kind;
 use crate::proxy::{self, ClientInfo, Current, ReplyBody};
+use crate::request_log::{RequestLog, X_REQUEST_ID};
 use crate::sendfile::{self, Regions};
 
 /// A listener address that could not be bound.
@@ -186,12 +188,17 @@ impl Conn {
     async fn serve_tls(self, stream: TcpStream, tls: Tls) {
         let peer = self.peer;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.load_full());
-        let graceful = self.current.load().lifecycle.graceful.clone();
+        let shared = self.current.load().shared.clone();
+        let graceful = shared.lifecycle.graceful.clone();
         let handshake = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream));
         let stream = tokio::select! {
             done = handshake => match done {
-                Ok(Ok(stream)) => stream,
+                Ok(Ok(stream)) => {
+                    shared.metrics.tls_handshake("ok");
+                    stream
+                }
                 Ok(Err(e)) => {
+                    shared.metrics.tls_handshake("failed");
                     // A client that hangs up mid-handshake (probes, scanners,
                     // benchmarks) is routine; anything else is worth a line.
                     if matches!(
@@ -207,6 +214,7 @@ impl Conn {
                     return;
                 }
                 Err(_) => {
+                    shared.metrics.tls_handshake("timeout");
                     info!(%peer, after = ?tls.handshake_timeout, "TLS handshake not complete in time");
                     return;
                 }
@@ -249,17 +257,24 @@ impl Conn {
             let redirect = redirect.clone();
             async move {
                 host_from_authority(&mut req);
-                let response = match redirect.as_deref() {
+                // Logged once, when dropped: after the reply, or when the client leaves.
+                let mut log = RequestLog::start(edge.shared.clone(), &mut req, &client);
+                let mut response = match redirect.as_deref() {
                     Some(r)
                         if !r
                             .except
                             .iter()
                             .any(|p| req.uri().path().starts_with(p.as_str())) =>
                     {
+                        log.outcome.kind = Kind::Redirect;
                         to_https(&req, r)
                     }
-                    _ => proxy::handle(&edge, req, &client).await,
+                    _ => proxy::handle(&edge, req, &client, &mut log.outcome).await,
                 };
+                log.status = Some(response.status().as_u16());
+                response
+                    .headers_mut()
+                    .insert(X_REQUEST_ID.clone(), log.request_id.clone());
                 let mut response = response.map(|body| match (body, &regions) {
                     (ReplyBody::File(range), Some(regions)) => {
                         ReplyBody::File(range.zero_copy(regions.clone()))
@@ -272,7 +287,11 @@ impl Conn {
                         .entry(header::STRICT_TRANSPORT_SECURITY)
                         .or_insert(hsts);
                 }
-                Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody { body, guard }))
+                Ok::<_, std::convert::Infallible>(response.map(|body| GuardedBody {
+                    body,
+                    guard,
+                    log,
+                }))
             }
         });
         let result = match protocol {
@@ -421,10 +440,12 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// A response body that keeps its request counted as active until it is sent.
+/// A response body that keeps its request counted as active until it is
+/// sent, and counts the bytes its request's log line reports.
 struct GuardedBody<B> {
     body: B,
     guard: ActiveGuard,
+    log: RequestLog,
 }
 
 impl<B: Body + Unpin> Body for GuardedBody<B> {
@@ -436,7 +457,13 @@ impl<B: Body + Unpin> Body for GuardedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let _ = &self.guard;
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &frame
+            && let Some(data) = frame.data_ref()
+        {
+            self.log.bytes += bytes::Buf::remaining(data) as u64;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -274,6 +274,21 @@ impl Metrics {
             m.access_log_dropped.clone(),
         );
         m.last_reload.set(unix_now());
+        // Outcomes that have not happened yet show as 0, not as nothing: a
+        // rate() over a series that appears late misses its first increase.
+        for result in ["ok", "rejected"] {
+            m.reloads.get_or_create(&Outcome { result }).inc_by(0);
+        }
+        for result in ["ok", "failed", "timeout"] {
+            m.tls_handshakes
+                .get_or_create(&Outcome { result })
+                .inc_by(0);
+        }
+        for pool in ["interactive", "gevent"] {
+            for reason in ["refused", "replay"] {
+                m.retries.get_or_create(&Retry { pool, reason }).inc_by(0);
+            }
+        }
         Metrics { registry, ..m }
     }
 

@@ -91,4 +91,20 @@ async fn demo_serves_through_its_mock_nodes_and_stops_on_ctrl_c() {
         rest.contains("connections to odoo-cron: 0"),
         "the cron node must get nothing: {rest}"
     );
+    // One access log line per request, in the combined format the demo asks for.
+    let logged: Vec<&str> = rest
+        .lines()
+        .filter(|l| l.contains("\"GET /web/login HTTP/1.1\" 200 "))
+        .collect();
+    assert_eq!(logged.len(), 2, "two /web/login lines expected in {rest}");
+    assert!(
+        logged
+            .iter()
+            .all(|l| l.contains(" kind=proxy node=odoo-web-")),
+        "{logged:?}"
+    );
+    assert!(
+        rest.contains("/metrics"),
+        "the demo names the metrics URL: {rest}"
+    );
 }

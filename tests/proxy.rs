@@ -329,9 +329,10 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
             "x-forwarded-host",
             "x-forwarded-proto",
             "x-kept",
-            "x-real-ip"
+            "x-real-ip",
+            "x-request-id"
         ],
-        "exactly the client's end-to-end headers and the forwarded set"
+        "exactly the client's end-to-end headers, the forwarded set and the request id"
     );
 
     // A prefork node answers `Connection: close`; a kept-alive client must not see it.

@@ -69,6 +69,20 @@ pub fn is_internal(raw_path: &str) -> bool {
     normal == "/web/filestore" || normal.starts_with(PREFIX)
 }
 
+/// A node reply the edge turns into a filestore file: a 200 or 206 with
+/// `X-Accel-Redirect`.
+pub fn wanted<B>(response: &http::Response<B>) -> bool {
+    wanted_parts(response.status(), response.headers())
+}
+
+/// [`wanted`], on a reply taken apart.
+pub fn wanted_parts(status: http::StatusCode, headers: &HeaderMap) -> bool {
+    matches!(
+        status,
+        http::StatusCode::OK | http::StatusCode::PARTIAL_CONTENT
+    ) && target(headers).is_some()
+}
+
 /// The X-Accel-Redirect value of a node's reply, if it has one.
 pub fn target(headers: &HeaderMap) -> Option<&HeaderValue> {
     headers.get(&X_ACCEL_REDIRECT)

@@ -31,6 +31,11 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The peer is in `forwarding.trusted_proxies`.
+    pub fn is_trusted(&self) -> bool {
+        self.trusted
+    }
+
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
         let ip = canonical(peer.ip());
         // An IP address (and IP:port) is always a valid header value.

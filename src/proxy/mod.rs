@@ -28,12 +28,14 @@ pub mod websocket;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub use body::{RequestBody, UpstreamBody};
@@ -44,7 +46,7 @@ use crate::access_log::AccessLog;
 use crate::config::{self, Config, CookieFlags, Forwarding, Limits, Retries, Timeouts};
 use crate::error::ProxyError;
 use crate::health;
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 use crate::pool::{Lease, Node, Pool, Refusal, Topology};
 use crate::router::{self, Route};
 use crate::shutdown::Lifecycle;
@@ -104,11 +106,27 @@ impl Edge {
     }
 }
 
+/// What the access log and the metrics record of a request beyond its
+/// head and status, filled in as the request goes through the phases.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub kind: Kind,
+    /// The pool that served it; empty for requests no pool saw.
+    pub pool: &'static str,
+    /// The node that answered (or failed last).
+    pub node: Option<Arc<Node>>,
+    /// Nodes tried after the first.
+    pub retries: u32,
+    /// Time spent waiting for a worker, over every attempt.
+    pub queue_wait: Option<Duration>,
+}
+
 /// Serves one client request. Never fails: errors become short error pages.
 pub async fn handle(
     edge: &Edge,
     req: Request<Incoming>,
     client: &ClientInfo,
+    outcome: &mut Outcome,
 ) -> Response<ReplyBody> {
     if let Some(statics) = &edge.statics
         && (req.method() == Method::GET || req.method() == Method::HEAD)
@@ -116,6 +134,7 @@ pub async fn handle(
         match statics.lookup(req.uri().path()).await {
             Lookup::NotStatic | Lookup::Missing => {}
             Lookup::Found(entry) => {
+                outcome.kind = Kind::Static;
                 return statics.respond(&entry, req.method(), req.headers()).await;
             }
             Lookup::Refused(reason) => {
@@ -126,13 +145,14 @@ pub async fn handle(
     }
     let route = router::route(req.uri().path());
     if websocket::is_upgrade(req.method(), req.headers()) {
+        outcome.kind = Kind::Websocket;
         // Boxed: a rare path, kept out of the size of every request's future.
-        return Box::pin(websocket::tunnel(edge, req, client, route)).await;
+        return Box::pin(websocket::tunnel(edge, req, client, route, outcome)).await;
     }
     let method = req.method().clone();
     // A Uri clone shares its bytes: nothing is copied unless there is an error to log.
     let uri = req.uri().clone();
-    match forward(edge, req, client, route).await {
+    match forward(edge, req, client, route, outcome).await {
         Ok(response) => response,
         Err(err) => {
             let status = err.status();
@@ -151,6 +171,7 @@ async fn forward(
     req: Request<Incoming>,
     client: &ClientInfo,
     route: Route,
+    outcome: &mut Outcome,
 ) -> Result<Response<ReplyBody>, ProxyError> {
     // request_filter
     if accel::is_internal(req.uri().path()) {
@@ -190,13 +211,17 @@ async fn forward(
 
     // upstream_peer + send
     let pool = edge.topology.pool(route);
+    outcome.pool = pool.name;
     let replayable = edge.retries.methods.contains(&parts.method);
     let mut replays = 0;
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     loop {
         // Bounded: each turn tries a node not tried before.
-        let lease = match pool.acquire(&tried).await {
+        let queued_at = Instant::now();
+        let acquired = pool.acquire(&tried).await;
+        *outcome.queue_wait.get_or_insert_default() += queued_at.elapsed();
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(Refusal::Exhausted) => {
                 return Err(last_error.unwrap_or(refused(pool, Refusal::Exhausted)));
@@ -206,6 +231,8 @@ async fn forward(
         };
         tried.push(lease.index());
         let node = lease.node().clone();
+        outcome.retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
+        outcome.node = Some(node.clone());
         let request = upstream_request(&parts, &node, &target, &body);
         let send = {
             let node = node.clone();
@@ -223,6 +250,9 @@ async fn forward(
         match sent {
             Ok(Ok((response, mut driver))) => {
                 node.record_answer();
+                if accel::wanted(&response) {
+                    outcome.kind = Kind::Accel;
+                }
                 return driver
                     .drive(response_filter(
                         edge,
@@ -246,6 +276,7 @@ async fn forward(
                 let detail = format!("{}: connect: {e}", node.name);
                 health::passive_failure(&edge.topology, &node, &detail);
                 warn!(node = %node.name, cause = %e, "node unreachable; trying the next one");
+                edge.shared.metrics.retry(pool.name, "refused");
                 last_error = Some(ProxyError::NoUpstream {
                     pool: pool.name,
                     last: detail,
@@ -262,6 +293,7 @@ async fn forward(
                 }
                 replays += 1;
                 warn!(node = %node.name, method = %parts.method, cause = %err, "replaying on the next node");
+                edge.shared.metrics.retry(pool.name, "replay");
                 last_error = Some(err);
             }
         }
@@ -388,9 +420,7 @@ async fn response_filter(
     let node = lease.node().clone();
     let (mut parts, body) = response.into_parts();
     headers::to_client(&mut parts.headers, scheme, &edge.cookies);
-    if accel::target(&parts.headers).is_some()
-        && matches!(parts.status, StatusCode::OK | StatusCode::PARTIAL_CONTENT)
-    {
+    if accel::wanted_parts(parts.status, &parts.headers) {
         // Odoo's body is empty (Content-Length: 0): the edge sends the file,
         // and the node's worker is free.
         drop(body);

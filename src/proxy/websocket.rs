@@ -49,6 +49,7 @@ pub async fn tunnel(
     mut req: Request<Incoming>,
     client: &ClientInfo,
     route: Route,
+    outcome: &mut super::Outcome,
 ) -> Response<ReplyBody> {
     let on_client = hyper::upgrade::on(&mut req);
     let (mut parts, _no_body) = req.into_parts();
@@ -66,6 +67,7 @@ pub async fn tunnel(
     let target = super::origin_form(&parts.uri);
 
     let pool = edge.topology.pool(route);
+    outcome.pool = pool.name;
     let mut tried: Vec<usize> = Vec::new();
     let mut last: Option<ProxyError> = None;
     loop {
@@ -84,6 +86,8 @@ pub async fn tunnel(
         };
         tried.push(lease.index());
         let node = lease.node().clone();
+        outcome.retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
+        outcome.node = Some(node.clone());
         let stream = match connect(&node, edge).await {
             Ok(stream) => stream,
             Err(e) => {
@@ -189,6 +193,7 @@ async fn relay(
     let idle = edge.timeouts.websocket_idle;
     let node = node.name.clone();
     let stop = edge.lifecycle.graceful.clone();
+    let shared = edge.shared.clone();
     edge.lifecycle.tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
             Ok(pair) => pair,
@@ -198,6 +203,7 @@ async fn relay(
             }
         };
         debug!(%node, "websocket open");
+        let _open = shared.metrics.websocket_opened(&node);
         tunnel::splice(client, upstream, idle, stop).await;
         debug!(%node, "websocket closed");
     });

@@ -1,0 +1,180 @@
+//! One request's record, from its head to the last byte of its reply: the
+//! request id, then one access log line and the request metrics when it ends.
+//!
+//! The record is made when the request head arrives and finished when it is
+//! dropped: after the reply body is sent, or when the client leaves first
+//! (then the status is the reply's, or 499 if no reply was made yet, as in
+//! nginx). Either way a request gets exactly one line.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Version};
+use tokio::time::Instant;
+
+use crate::access_log::{self, Entry};
+use crate::metrics::Finished;
+use crate::proxy::{ClientInfo, Outcome, Shared};
+
+/// The request id header: taken from a trusted proxy, else made here; sent to
+/// Odoo and back to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// nginx's status for a client that left before the reply.
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request being answered; logs and counts it when dropped.
+pub struct RequestLog {
+    shared: Arc<Shared>,
+    started: Instant,
+    client: SocketAddr,
+    method: http::Method,
+    uri: http::Uri,
+    version: Version,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    pub request_id: HeaderValue,
+    /// The reply's status, once there is one.
+    pub status: Option<u16>,
+    /// Filled in by [`crate::proxy::handle`].
+    pub outcome: Outcome,
+    /// Reply body bytes handed to the connection.
+    pub bytes: u64,
+}
+
+impl RequestLog {
+    /// Starts the record and sets the request's `X-Request-ID`.
+    pub fn start<B>(shared: Arc<Shared>, req: &mut Request<B>, client: &ClientInfo) -> RequestLog {
+        let request_id = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|id| client.is_trusted() && is_valid(id))
+            .cloned()
+            .unwrap_or_else(new_id);
+        req.headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        shared.metrics.started();
+        RequestLog {
+            started: Instant::now(),
+            client: client.peer,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            request_id,
+            status: None,
+            outcome: Outcome::default(),
+            bytes: 0,
+            shared,
+        }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        let status = self.status.unwrap_or(CLIENT_CLOSED);
+        let node = self.outcome.node.as_ref().map_or("", |n| n.name.as_str());
+        let pool = self.outcome.pool;
+        self.shared.metrics.finished(&Finished {
+            kind: self.outcome.kind,
+            pool,
+            node,
+            status,
+            duration,
+            bytes: self.bytes,
+            queue_wait: self.outcome.queue_wait,
+        });
+        if !self.shared.access_log.enabled() {
+            return;
+        }
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        let referer = text(&self.referer);
+        let user_agent = text(&self.user_agent);
+        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let entry = Entry {
+            time: access_log::now(),
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            client: self.client,
+            method: self.method.as_str(),
+            path: target,
+            protocol: protocol(self.version),
+            status,
+            bytes: self.bytes,
+            duration: access_log::seconds(duration),
+            kind: self.outcome.kind.as_str(),
+            node,
+            retries: self.outcome.retries,
+            queue_wait: access_log::seconds(self.outcome.queue_wait.unwrap_or_default()),
+            referer: &referer,
+            user_agent: &user_agent,
+        };
+        self.shared.access_log.write(&entry, &self.shared.metrics);
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// An id a trusted proxy may hand on: 1 to 128 visible characters from the
+/// usual id alphabets (UUIDs, hex, base64, nginx's `$request_id`).
+fn is_valid(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=128).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
+}
+
+/// A new id: 32 hex digits, a per-process random half and a counter, so ids
+/// never repeat within a process and almost surely not across restarts.
+fn new_id() -> HeaderValue {
+    static SEED: LazyLock<u64> = LazyLock::new(|| RandomState::new().hash_one(std::process::id()));
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let text = format!("{:016x}{:016x}", *SEED, n);
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_ids_differ_and_are_valid() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert!(is_valid(&a), "{a:?}");
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn odd_ids_are_not_passed_on() {
+        for bad in ["", "a b", "x\"y", &"a".repeat(129)] {
+            assert!(
+                !is_valid(&HeaderValue::from_str(bad).expect("value")),
+                "{bad:?}"
+            );
+        }
+        assert!(is_valid(&HeaderValue::from_static(
+            "5f0e8a2c-3b1d-4c6e-9a7f-2d4b6c8e0a1f"
+        )));
+    }
+}
