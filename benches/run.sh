@@ -57,6 +57,7 @@ BUILD=${BUILD:-1}                 # 0: use the binaries already in target/releas
 PROFILE=${PROFILE:-0}             # 1: then profile both proxies under the small GET with perf
 PROFILE_SECONDS=${PROFILE_SECONDS:-8}
 EDGE_LOG=${EDGE_LOG:-info}        # RUST_LOG for odoo-edge
+ACCESS_LOG=${ACCESS_LOG:-off}     # on: both proxies write a combined access log line per request to a file
 NGINX_SENDFILE=${NGINX_SENDFILE:-on} # nginx sendfile (Debian's nginx.conf: on)
 BIG_SIZE_MIB=${BIG_SIZE_MIB:-1024} # size of the bigaccel attachment (sparse file)
 BIG_RATES=${BIG_RATES-"max 128M"} # bigaccel: one curl per rate (curl --limit-rate; max: none)
@@ -470,7 +471,10 @@ fi
 
 # --- proxies --------------------------------------------------------------------------------------
 render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line] [fragment for the @TLS@ line]
-  local frag=${4:-} tls=${5:-} ssl="" edits=()
+  local frag=${4:-} tls=${5:-} ssl="" edits=() edge_access=off nginx_access=off
+  if [[ $ACCESS_LOG == on ]]; then
+    edge_access=combined nginx_access="$OUT/logs/nginx-access.log combined"
+  fi
   if [[ -n $frag ]]; then
     edits+=(-e "/^@FILES@\$/{r $frag" -e 'd' -e '}')
   else
@@ -490,7 +494,8 @@ render() { # template output [WORKER_CONNECTIONS] [fragment for the @FILES@ line
     -e "s|@NGINX_WORKERS@|$NGINX_WORKERS|g" -e "s|@NOFILE@|$nofile|g" \
     -e "s|@NGINX_SENDFILE@|$NGINX_SENDFILE|g" -e "s|@ADDONS@|$ADDONS|g" -e "s|@FILESTORE@|$FILESTORE|g" \
     -e "s|@REPORT_A_PORT@|$REPORT_A_PORT|g" -e "s|@REPORT_B_PORT@|$REPORT_B_PORT|g" \
-    -e "s|@REPORT_WORKERS@|$REPORT_WORKERS|g" -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" >"$2"
+    -e "s|@REPORT_WORKERS@|$REPORT_WORKERS|g" -e "s|@WORKER_CONNECTIONS@|${3:-1024}|g" \
+    -e "s|@EDGE_ACCESS_FORMAT@|$edge_access|g" -e "s|@NGINX_ACCESS_LOG@|$nginx_access|g" >"$2"
   if grep -q '@[A-Z_]*@' "$2"; then
     die "unfilled placeholder in $2"
   fi

@@ -12,7 +12,8 @@
 //! ```text
 //! client ─► listener (TLS + ALPN, or plain; a redirect listener answers 301;
 //!           ClientIo: idle/head/send timeouts; hyper HTTP/1.1 or HTTP/2)
-//!        ─► proxy::handle
+//!        ─► request_log::RequestLog  X-Request-ID; at the end: metrics, access log
+//!        ─► proxy::handle            with the Edge current when the request came
 //!             ├─ static_files           GET/HEAD /<module>/static/<path> from the addons paths
 //!             │                           (missing → on to Odoo; unsafe → 404)
 //!             ├─ router::route(path) ─► Bus | Interactive
@@ -44,7 +45,12 @@
 //!   queue), membership (up, draining).
 //! * `health`: active probes and passive failure counting; rise and fall.
 //! * `reload`: what SIGHUP changes in a running edge (drain flags, certificates).
-//! * `admin`: the admin API (`/healthz`, `/readyz`, `/status`, drain).
+//! * `admin`: the admin API (`/healthz`, `/readyz`, `/status`, `/metrics`, drain).
+//! * `metrics`: the Prometheus families, recorded as requests end, cluster
+//!   gauges read at scrape time.
+//! * `request_log`: one request's record (request id, route kind, node,
+//!   retries, queue wait, bytes); when it ends, its metrics and its line in
+//!   the `access_log` (JSON or combined, written by a thread of its own).
 //! * `systemd`: readiness, reload and stop notifications (`Type=notify`).
 //! * `upstream`: connections to a node; keep-alive only when the node offers it.
 //! * `spool`: unlinked temp files for large bodies, and file-range bodies.
