@@ -168,7 +168,8 @@ impl Running {
     }
 }
 
-/// Serves until `stop` resolves, then shuts down gracefully.
+/// Serves until `stop` resolves, then shuts down gracefully, giving requests
+/// in flight up to `[timeouts] shutdown` to finish.
 pub async fn run(
     config: &Config,
     stop: impl std::future::Future<Output = ()>,
@@ -176,7 +177,7 @@ pub async fn run(
     let running = start(config)?;
     stop.await;
     info!("shutting down");
-    running.shutdown(Duration::from_secs(10)).await;
+    running.shutdown(config.timeouts.shutdown).await;
     Ok(())
 }
 
