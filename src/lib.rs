@@ -60,7 +60,8 @@
 //! * `static_files`: module assets from disk, cached in memory with gzip/br forms.
 //! * `conditional`: If-None-Match / If-Modified-Since / Range on files the edge serves.
 //! * `error`: [`error::ProxyError`] and its one mapping to a status.
-//! * `shutdown`: graceful then hard stop, and the tasks to wait for.
+//! * `shutdown`: graceful then hard stop (`[timeouts] shutdown`), and the
+//!   tasks to wait for; websockets are closed with 1001.
 //! * `mock_odoo`: a faithful stand-in for Odoo, used by tests, benches and the demo.
 //! * `demo`: `odoo-edge demo`, the edge in front of built-in mock nodes.
 
@@ -199,14 +200,19 @@ impl Running {
         self.lifecycle.tasks.len()
     }
 
-    /// Stops accepting, lets open requests finish for up to `deadline`, closes
-    /// websocket tunnels at once and whatever is left at the deadline, then returns.
+    /// Stops accepting (new connections are refused), lets open requests
+    /// finish for up to `deadline`, closes websockets at once with a close
+    /// frame 1001 (Going Away) to the client and a masked one to the node
+    /// (after the frames in flight; see `proxy::tunnel`), drops whatever is
+    /// left at the deadline, then returns. With only websockets open it
+    /// returns within `proxy::tunnel::CLOSE_LIMIT`, whatever the deadline.
     pub async fn shutdown(self, deadline: Duration) {
         self.lifecycle.stop(deadline).await;
     }
 }
 
-/// Serves until `stop` resolves, then shuts down gracefully.
+/// Serves until `stop` resolves, then shuts down gracefully, giving requests
+/// in flight up to `[timeouts] shutdown` to finish.
 pub async fn run(
     config: &Config,
     stop: impl std::future::Future<Output = ()>,
@@ -214,7 +220,7 @@ pub async fn run(
     let running = start(config)?;
     stop.await;
     info!("shutting down");
-    running.shutdown(Duration::from_secs(10)).await;
+    running.shutdown(config.timeouts.shutdown).await;
     Ok(())
 }
 

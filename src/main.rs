@@ -289,7 +289,7 @@ async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()>
         }
     }
     tracing::info!("shutting down");
-    let deadline = std::time::Duration::from_secs(10);
+    let deadline = config.timeouts.shutdown;
     systemd::stopping();
     systemd::status(&format!(
         "stopping: finishing requests in flight ({} at most)",

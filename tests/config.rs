@@ -189,6 +189,18 @@ fn a_zero_duration_is_refused() {
 }
 
 #[test]
+fn a_zero_shutdown_deadline_is_refused() {
+    let text = format!("{BASE}\n[timeouts]\nshutdown = \"0s\"\n");
+    assert_eq!(
+        problems(&text),
+        [r#"timeouts.shutdown = "0s" (line 11): must be longer than 0s"#]
+    );
+    let text = format!("{BASE}\n[timeouts]\nshutdown = \"2m\"\n");
+    let config = config::parse(&text).expect("a 2m deadline is valid");
+    assert_eq!(config.timeouts.shutdown, Duration::from_secs(120));
+}
+
+#[test]
 fn post_in_retry_methods_is_refused() {
     let text = format!("{BASE}\n[retries]\nmethods = [\"GET\", \"POST\"]\n");
     assert_eq!(

@@ -731,6 +731,71 @@ async fn a_websocket_over_tls_reaches_the_gevent_node_and_echoes() {
     cluster.shutdown().await;
 }
 
+/// Sends `text` on a websocket and returns the node's JSON echo, within [`BOUND`].
+async fn wss_echo<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    text: &str,
+) -> serde_json::Value
+where
+    S: AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    ws.send(Message::text(text))
+        .await
+        .expect("send a text frame");
+    timeout(BOUND, async {
+        // Bounded by BOUND; control frames are skipped.
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(reply))) => {
+                    return serde_json::from_str::<serde_json::Value>(reply.as_str())
+                        .expect("the echo is JSON");
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the tunnel must stay open: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("an echo in time")
+}
+
+#[tokio::test]
+async fn a_websocket_over_tls_outlives_the_client_header_timeout() {
+    // The tunnel reads the TLS stream itself, not through the HTTP
+    // connection's timeouts: a frame is not a request head.
+    let (pki, listener) = erp_pki();
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .gevent("bus")
+        .config(&listener)
+        .config("[timeouts]\nclient_header = \"1s\"\nclient_keepalive = \"1s\"")
+        .start()
+        .await;
+    let tls = connect(cluster.running().addrs[1], &pki, &[b"http/1.1"]).await;
+    let mut request = format!("wss://{HOST}/websocket?version=17.0-1")
+        .into_client_request()
+        .expect("a valid websocket request");
+    request.headers_mut().insert(
+        "Origin",
+        HeaderValue::from_str(&format!("https://{HOST}")).expect("a valid Origin"),
+    );
+    let (mut ws, _) = timeout(BOUND, tokio_tungstenite::client_async(request, tls))
+        .await
+        .expect("websocket handshake in time")
+        .expect("websocket handshake must succeed");
+    for round in 0..3 {
+        let text = format!("round {round}");
+        let echo = wss_echo(&mut ws, &text).await;
+        assert_eq!(echo, serde_json::json!({"node": "bus", "echo": text}));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    timeout(BOUND, ws.close(None))
+        .await
+        .expect("close in time")
+        .expect("close");
+    cluster.shutdown().await;
+}
+
 #[tokio::test]
 async fn http2_request_trailers_are_dropped_and_the_body_arrives_whole() {
     let (pki, listener) = erp_pki();

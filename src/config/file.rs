@@ -108,6 +108,7 @@ pub struct FileTimeouts {
     pub upstream_connect: Option<FileDuration>,
     pub upstream_response: Option<FileDuration>,
     pub websocket_idle: Option<FileDuration>,
+    pub shutdown: Option<FileDuration>,
 }
 
 /// `[limits]`

@@ -212,6 +212,9 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     /// A tunnel with no byte either way for this long is closed.
     pub websocket_idle: Duration,
+    /// At SIGTERM/SIGINT, how long requests in flight may take to finish
+    /// before their connections are dropped.
+    pub shutdown: Duration,
 }
 
 /// `[limits]`, in bytes.

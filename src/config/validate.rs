@@ -959,6 +959,7 @@ impl Validator<'_> {
             upstream_connect,
             upstream_response,
             websocket_idle,
+            shutdown: self.duration("timeouts.shutdown", &t.shutdown, Duration::from_secs(30)),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Websocket upgrades: the handshake is relayed to a node of the bus pool over
 //! HTTP/1.1 with Upgrade, Connection, Origin and every Sec-WebSocket-* header
 //! intact (Odoo's handshake checks all of them), the node's 101 is relayed,
-//! and the two sockets are then spliced ([`super::tunnel`]).
+//! and the two sockets are then spliced ([`super::tunnel`]). When the edge
+//! stops, the tunnel closes the websocket with 1001 (Going Away) both ways.
 //!
 //! A non-101 answer (Odoo's 400, 426 or 500) is relayed as an ordinary reply.
 
@@ -192,7 +193,8 @@ async fn relay(
     drop(lease);
     let idle = edge.timeouts.websocket_idle;
     let node = node.name.clone();
-    let stop = edge.lifecycle.graceful.clone();
+    let graceful = edge.lifecycle.graceful.clone();
+    let hard = edge.lifecycle.hard.clone();
     let shared = edge.shared.clone();
     edge.lifecycle.tasks.spawn(async move {
         let (client, upstream) = match tokio::try_join!(on_client, on_upstream) {
@@ -204,7 +206,7 @@ async fn relay(
         };
         debug!(%node, "websocket open");
         let _open = shared.metrics.websocket_opened(&node);
-        tunnel::splice(client, upstream, idle, stop).await;
+        tunnel::splice(client, upstream, idle, graceful, hard).await;
         debug!(%node, "websocket closed");
     });
     out
