@@ -738,6 +738,65 @@ async fn admission_holds_across_a_reload_and_the_old_queue_is_served() {
     cluster.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_request_queued_before_a_reload_is_not_sent_to_a_node_it_removed() {
+    let cluster = Cluster::builder()
+        .node(prefork("web1", 1))
+        .node(prefork("web2", 1))
+        .start()
+        .await;
+    // web1 busy for long, web2 for a short while; a third request queues.
+    let long = slow_get(cluster.edge, "long", 900);
+    assert!(wait_until(STEP, || cluster.seen("long") == 1).await);
+    let short = slow_get(cluster.edge, "short", 200);
+    assert!(wait_until(STEP, || cluster.seen("short") == 1).await);
+    let (long_on, short_on) = if cluster.node("web1").stats.seen("long") == 1 {
+        ("web1", "web2")
+    } else {
+        ("web2", "web1")
+    };
+    let old = cluster.running().edge();
+    let queued = slow_get(cluster.edge, "queued", 0);
+    assert!(wait_until(STEP, || old.topology.interactive.queued() == 1).await);
+
+    // The node that frees up first is removed by a reload.
+    let mut config = cluster.config.clone();
+    config.nodes.retain(|n| n.name != short_on);
+    cluster.running().reload(&config);
+    assert_eq!(finished(short).await.status, 200);
+    let reply = finished(queued).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.echo().node(),
+        long_on,
+        "the queued request waited for a kept node"
+    );
+    assert_eq!(cluster.node(short_on).stats.seen("queued"), 0);
+    assert_eq!(finished(long).await.status, 200);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_changed_workers_value_applies_after_a_reload() {
+    let cluster = Cluster::builder()
+        .node(prefork("web1", 8))
+        .tweak(|config| config.nodes[0].workers = 2)
+        .start()
+        .await;
+    let mut config = cluster.config.clone();
+    config.nodes[0].workers = 3;
+    let lines = cluster.running().reload(&config);
+    assert_eq!(lines, ["node web1: workers 2 -> 3"]);
+    let tasks: Vec<_> = (0..9)
+        .map(|i| slow_get(cluster.edge, &format!("r{i}"), 150))
+        .collect();
+    for task in tasks {
+        assert_eq!(finished(task).await.status, 200);
+    }
+    assert_eq!(cluster.node("web1").stats.max_in_flight(), 3);
+    cluster.shutdown().await;
+}
+
 // === probes and what needs a restart ===
 
 fn is_up(cluster: &Cluster, name: &str) -> bool {
