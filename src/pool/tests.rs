@@ -276,6 +276,17 @@ fn wait_in(
     })
 }
 
+/// The next waiter served, within 60 s of paused time (a waiter left
+/// unserved times out at 10 s and its task panics).
+async fn served(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(&'static str, Lease)>,
+) -> (&'static str, Lease) {
+    tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .expect("a waiter must be served")
+        .expect("the test holds a sender")
+}
+
 #[tokio::test(start_paused = true)]
 async fn two_pools_sharing_a_node_never_exceed_its_workers() {
     let web = node("web", 2);
@@ -312,7 +323,7 @@ async fn two_pools_sharing_a_node_never_exceed_its_workers() {
     );
     assert!(rx.try_recv().is_err());
     drop(a);
-    let (tag, first) = rx.recv().await.unwrap();
+    let (tag, first) = served(&mut rx).await;
     assert_eq!(
         tag, "old",
         "a freed worker is offered to the oldest pool first"
@@ -321,7 +332,7 @@ async fn two_pools_sharing_a_node_never_exceed_its_workers() {
     assert!(rx.try_recv().is_err(), "one freed worker serves one waiter");
     assert_eq!(old.in_flight(), vec![2]);
     drop(b);
-    let (tag, second) = rx.recv().await.unwrap();
+    let (tag, second) = served(&mut rx).await;
     assert_eq!(tag, "new");
     assert_eq!((old.queued(), new.queued()), (0, 0));
     assert_eq!(web.busy.load(Ordering::SeqCst), 2);
@@ -349,7 +360,7 @@ async fn a_worker_freed_by_the_old_pool_serves_a_waiter_of_the_new_one_and_back(
     tokio::task::yield_now().await;
     assert_eq!(new.queued(), 1);
     drop(held_by_old);
-    let (tag, held_by_new) = rx.recv().await.unwrap();
+    let (tag, held_by_new) = served(&mut rx).await;
     assert_eq!(
         tag, "new",
         "the old pool's lease freed the new pool's waiter"
@@ -359,7 +370,7 @@ async fn a_worker_freed_by_the_old_pool_serves_a_waiter_of_the_new_one_and_back(
     tokio::task::yield_now().await;
     assert_eq!(old.queued(), 1, "queued in the old pool after the swap");
     drop(held_by_new);
-    let (tag, lease) = rx.recv().await.unwrap();
+    let (tag, lease) = served(&mut rx).await;
     assert_eq!(
         tag, "old",
         "the new pool's lease freed the old pool's waiter"
@@ -409,7 +420,7 @@ async fn a_changed_workers_value_applies_to_the_running_node() {
     assert_eq!(pool.queued(), 1);
     assert!(web.set_workers(2));
     web.refresh_pools();
-    let (_, second) = rx.recv().await.unwrap();
+    let (_, second) = served(&mut rx).await;
     assert_eq!(
         pool.in_flight(),
         vec![2],
@@ -428,7 +439,7 @@ async fn a_changed_workers_value_applies_to_the_running_node() {
     );
     assert_eq!(pool.queued(), 1);
     drop(second);
-    let (tag, _third) = rx.recv().await.unwrap();
+    let (tag, _third) = served(&mut rx).await;
     assert_eq!(tag, "lowered");
     assert_eq!(pool.in_flight(), vec![1]);
 }
