@@ -113,7 +113,8 @@ pub struct Running {
     lifecycle: shutdown::Lifecycle,
     /// The edge requests are served with; a reload swaps it.
     edge: proxy::Current,
-    /// Each listener's configured address and mode, for certificate reloads.
+    /// Each listener's configured address and mode, for certificate reloads
+    /// (and to tell which listener changes need a restart).
     listeners: Vec<(SocketAddr, listener::Mode)>,
     /// One reload at a time.
     reloader: Mutex<reload::Reloader>,

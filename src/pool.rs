@@ -101,6 +101,7 @@ pub enum Transition {
 }
 
 impl Node {
+    /// A node as `config` declares it: up, nothing in flight, in no pool yet.
     pub fn new(config: &NodeConfig) -> Node {
         Node {
             name: config.name.clone(),
