@@ -126,9 +126,7 @@ fn drain(topology: &Topology, method: &Method, name: &str) -> Response<Full<Byte
     }
     if node.set_draining(drain) {
         info!(node = %node.name, drain, "drain changed through the admin API");
-        for pool in topology.pools_of(&node) {
-            pool.refresh();
-        }
+        node.refresh_pools();
     }
     json(StatusCode::OK, &node_status(topology, &node))
 }
@@ -181,7 +179,7 @@ fn node_status(topology: &Topology, node: &Arc<Node>) -> NodeStatus {
             (_, false) => "down",
         },
         draining: node.is_draining(),
-        workers: node.workers,
+        workers: node.workers(),
         in_flight,
     }
 }

@@ -12,6 +12,12 @@
 //! Cron nodes (`http_enable = False`) have no HTTP port: no probe task, no
 //! connection, ever.
 //!
+//! Probe tasks belong to one generation of the topology: a reload stops them
+//! and starts the next topology's. A node the reload keeps keeps its health
+//! (up or down, and its streak) and is probed with its new settings, the
+//! first probe one interval after the reload; a new node starts up, as at
+//! start.
+//!
 //! # Probes and busy workers
 //!
 //! On a prefork node a probe takes a worker like any request, so it takes a
@@ -31,6 +37,7 @@ use std::time::Duration;
 use http::{Request, header};
 use http_body_util::BodyExt as _;
 use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Role;
@@ -38,8 +45,15 @@ use crate::pool::{Node, Pool, Topology, Transition};
 use crate::proxy::UpstreamBody;
 use crate::shutdown::Lifecycle;
 
-/// Starts one probe task per routed node; they stop at the graceful stop.
-pub fn spawn(topology: &Topology, connect_timeout: Duration, lifecycle: &Lifecycle) {
+/// Starts one probe task per routed node of `topology`. They stop at the
+/// graceful stop, or earlier when the returned token is cancelled (a reload
+/// replaces them with the next topology's).
+pub fn spawn(
+    topology: &Topology,
+    connect_timeout: Duration,
+    lifecycle: &Lifecycle,
+) -> CancellationToken {
+    let stop = lifecycle.graceful.child_token();
     let interactive = &topology.interactive;
     // Cron nodes have no HTTP port: never probed.
     for node in topology
@@ -47,33 +61,30 @@ pub fn spawn(topology: &Topology, connect_timeout: Duration, lifecycle: &Lifecyc
         .into_iter()
         .filter(|n| n.role != Role::Cron)
     {
-        let pools: Vec<Arc<Pool>> = topology.pools_of(&node).cloned().collect();
         // The slot a probe needs on a worker-limited node.
         let slot = interactive
             .nodes
             .iter()
             .position(|n| Arc::ptr_eq(n, &node))
             .map(|index| (interactive.clone(), index));
-        let graceful = lifecycle.graceful.clone();
+        let stop = stop.clone();
         lifecycle.tasks.spawn(async move {
             tokio::select! {
-                _ = graceful.cancelled() => {}
-                _ = probe_loop(node, pools, slot, connect_timeout) => {}
+                _ = stop.cancelled() => {}
+                _ = probe_loop(node, slot, connect_timeout) => {}
             }
         });
     }
+    stop
 }
 
-async fn probe_loop(
-    node: Arc<Node>,
-    pools: Vec<Arc<Pool>>,
-    slot: Option<(Arc<Pool>, usize)>,
-    connect_timeout: Duration,
-) {
+async fn probe_loop(node: Arc<Node>, slot: Option<(Arc<Pool>, usize)>, connect_timeout: Duration) {
     // Nodes start up, and live traffic finds a dead one at once (refused
-    // connections count): the first probe comes one interval in.
-    let first = tokio::time::Instant::now() + node.probe.interval;
-    let mut ticks = tokio::time::interval_at(first, node.probe.interval);
+    // connections count): the first probe comes one interval in (after a
+    // reload too, for kept nodes and new ones alike).
+    let interval = node.probe().interval;
+    let first = tokio::time::Instant::now() + interval;
+    let mut ticks = tokio::time::interval_at(first, interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
@@ -112,16 +123,14 @@ async fn probe_loop(
                 transition,
                 outcome.err().as_deref().unwrap_or("probe passed"),
             );
-            for pool in &pools {
-                pool.refresh();
-            }
+            node.refresh_pools();
         }
     }
 }
 
 /// One probe: the expected status within the timeout, body read to its end.
 async fn probe(node: &Node, connect_timeout: Duration) -> Result<(), String> {
-    let probe = &node.probe;
+    let probe = node.probe();
     let mut request = Request::new(UpstreamBody::empty());
     *request.uri_mut() = probe.path.parse().map_err(|e| format!("path: {e}"))?;
     if let Ok(host) = header::HeaderValue::from_str(&node.address) {
@@ -159,12 +168,10 @@ async fn probe(node: &Node, connect_timeout: Duration) -> Result<(), String> {
 }
 
 /// Counts a failure of live traffic to `node` (refused, reset, no reply).
-pub fn passive_failure(topology: &Topology, node: &Arc<Node>, reason: &str) {
+pub fn passive_failure(node: &Node, reason: &str) {
     if let Some(transition) = node.record_failure() {
         report(node, transition, reason);
-        for pool in topology.pools_of(node) {
-            pool.refresh();
-        }
+        node.refresh_pools();
     }
 }
 
@@ -175,14 +182,14 @@ fn report(node: &Node, transition: Transition, reason: &str) {
             node = %node.name,
             %role,
             "node up: {} checks passed in a row",
-            node.probe.rise
+            node.probe().rise
         ),
         Transition::Down => warn!(
             node = %node.name,
             %role,
             %reason,
             "node down: {} failures in a row",
-            node.probe.fall
+            node.probe().fall
         ),
     }
 }

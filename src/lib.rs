@@ -44,7 +44,8 @@
 //! * `pool`: nodes by role; admission control (workers per node, one FIFO
 //!   queue), membership (up, draining).
 //! * `health`: active probes and passive failure counting; rise and fall.
-//! * `reload`: what SIGHUP changes in a running edge (drain flags, certificates).
+//! * `reload`: SIGHUP: a new generation of the edge from the changed file,
+//!   swapped in atomically; kept nodes carry over, removed ones drain.
 //! * `admin`: the admin API (`/healthz`, `/readyz`, `/status`, `/metrics`, drain).
 //! * `metrics`: the Prometheus families, recorded as requests end, cluster
 //!   gauges read at scrape time.
@@ -89,11 +90,11 @@ pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::Config;
 pub use listener::BindError;
@@ -120,8 +121,11 @@ pub struct Running {
     lifecycle: shutdown::Lifecycle,
     /// The edge requests are served with; a reload swaps it.
     edge: proxy::Current,
-    /// Each listener's configured address and mode, for certificate reloads.
+    /// Each listener's configured address and mode, for certificate reloads
+    /// (and to tell which listener changes need a restart).
     listeners: Vec<(SocketAddr, listener::Mode)>,
+    /// One reload at a time.
+    reloader: Mutex<reload::Reloader>,
 }
 
 /// Binds every listener and starts serving. Fails, with the listener named,
@@ -156,7 +160,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             .tasks
             .spawn(listener::serve(l, edge.clone(), mode));
     }
-    health::spawn(
+    let probes = health::spawn(
         &first.topology,
         config.timeouts.upstream_connect,
         &lifecycle,
@@ -177,17 +181,28 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         lifecycle,
         edge,
         listeners: modes,
+        reloader: Mutex::new(reload::Reloader::new(config, probes)),
     })
 }
 
 impl Running {
-    /// Applies what a changed config can change while running: which nodes
-    /// drain, and TLS certificates. Returns what it changed and what needs a
-    /// restart, one line each.
+    /// Applies a changed, validated config (see [`mod@reload`]): a new generation
+    /// of the edge is built and swapped in; requests already running finish
+    /// with the one they started with; kept nodes carry their health, idle
+    /// connections and busy workers over; removed nodes are drained; probes
+    /// move to the new topology; certificates are swapped; the access log is
+    /// reopened. Counted as a successful reload. Returns what it changed and
+    /// what needs a restart, one line each (each also logged).
     pub fn reload(&self, config: &Config) -> Vec<String> {
-        let mut lines = reload::apply(&self.edge.load().topology, config);
-        lines.extend(reload::certificates(&self.listeners, config));
-        lines
+        let mut reloader = self.reloader.lock().unwrap_or_else(PoisonError::into_inner);
+        reloader.apply(&self.edge, &self.lifecycle, &self.listeners, config)
+    }
+
+    /// A reload whose file could not be used (`error` says why): logged and
+    /// counted; the running configuration stays.
+    pub fn reload_refused(&self, error: &str) {
+        self.edge.load().shared.metrics.reload(false);
+        error!(cause = %error, "reload refused; the running configuration stays");
     }
 
     /// The edge as it serves requests now (after the last reload).

@@ -226,8 +226,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Serves until SIGINT or SIGTERM; SIGHUP re-reads the file and applies
-/// what can change while running (see `odoo_edge::reload`). Under systemd
+/// Serves until SIGINT or SIGTERM; SIGHUP re-reads the file and, if it is
+/// valid, swaps in a new generation of the edge built from it (see
+/// `odoo_edge::reload`); a file that is not is refused and counted. Under systemd
 /// (`Type=notify`) it reports READY, RELOADING, STOPPING and a STATUS line
 /// (see `odoo_edge::systemd`).
 async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()> {
@@ -266,6 +267,7 @@ async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()>
                 tracing::info!(path = %path.display(), "reloading the configuration");
                 match config::load(path) {
                     Ok(new) => {
+                        // Logs each line itself.
                         let lines = running.reload(&new);
                         if lines.is_empty() {
                             tracing::info!("reload: nothing to change");
@@ -273,12 +275,9 @@ async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()>
                         } else {
                             systemd::status(&format!("{serving}; reloaded: {}", lines.join("; ")));
                         }
-                        for line in lines {
-                            tracing::info!("reload: {line}");
-                        }
                     }
                     Err(e) => {
-                        tracing::error!(cause = %e, "reload refused; the running configuration stays");
+                        running.reload_refused(&e.to_string());
                         systemd::status(&format!("{serving}; reload refused: {e}"));
                     }
                 }
@@ -289,7 +288,8 @@ async fn serve_until_stopped(path: &Path, config: &Config) -> anyhow::Result<()>
         }
     }
     tracing::info!("shutting down");
-    let deadline = config.timeouts.shutdown;
+    // The deadline of the configuration running now (a reload may have changed it).
+    let deadline = running.edge().timeouts.shutdown;
     systemd::stopping();
     systemd::status(&format!(
         "stopping: finishing requests in flight ({} at most)",

@@ -406,7 +406,7 @@ impl Metrics {
                 .set(i64::from(node.is_draining()));
             self.node_workers
                 .get_or_create(&labels)
-                .set(i64::from(node.workers));
+                .set(i64::from(node.workers()));
             self.node_in_flight.get_or_create(&labels).inc_by(0);
         }
         let mut text = String::new();

@@ -18,21 +18,37 @@
 //! worker, so it only holds its lease until the node has answered the
 //! handshake.
 //!
+//! # Generations
+//!
+//! A reload builds new pools, and requests already running keep the pools
+//! they started with, so a node can be in the pools of several generations
+//! at once. The count of busy workers is therefore the [`Node`]'s, not a
+//! pool's: every worker-limited pool takes a worker with a compare-and-swap
+//! on the node's count, so two pools sharing a node can never admit more
+//! than its `workers` between them. Each node knows the worker-limited pools
+//! it is in (weakly: a pool lives as long as requests use it), and a freed
+//! worker is offered to the waiters of each of them in turn, oldest pool
+//! first: a request queued in an old pool at the swap gets a worker (or its
+//! 503 at `queue_timeout`) like any other. A kept node's `workers` and probe
+//! settings change in place.
+//!
 //! # Membership
 //!
 //! A node takes requests while it is up (see [`crate::health`]) and not
 //! draining. When none of a pool's nodes is up, `health.when_all_down`
 //! decides: `open` treats every non-draining node as eligible (best effort),
-//! `closed` refuses with [`Refusal::AllDown`].
+//! `closed` refuses with [`Refusal::AllDown`]. A node a reload removed is
+//! drained: pools of earlier generations send it nothing new.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
-use crate::config::{self, Config, Probe, Role, WhenAllDown};
+use crate::config::{Config, NodeConfig, Probe, Role, WhenAllDown};
 use crate::router::Route;
 use crate::upstream::Endpoint;
 
@@ -43,11 +59,21 @@ pub struct Node {
     /// `host:port`.
     pub address: String,
     pub role: Role,
-    pub workers: u32,
-    /// Its active check.
-    pub probe: Probe,
+    /// Odoo workers: the most requests in flight from worker-limited pools.
+    /// A reload may change it.
+    workers: AtomicU32,
+    /// Its active check; a reload may change it.
+    probe: ArcSwap<Probe>,
     /// How to reach it, and its idle keep-alive connections.
     pub endpoint: Endpoint,
+    /// Requests in flight from worker-limited pools, of every generation:
+    /// each holds one of the node's workers.
+    busy: AtomicU32,
+    /// Requests in flight from unlimited pools (bus traffic): they hold no worker.
+    passing: AtomicU32,
+    /// The worker-limited pools the node is in, of every generation still
+    /// alive: a freed worker may serve a waiter of any of them.
+    pools: ArcSwap<Vec<Weak<Pool>>>,
     /// Passes its checks; nodes start up, so traffic flows from the first request.
     up: AtomicBool,
     /// Takes no new requests (config `drain = true`).
@@ -75,19 +101,92 @@ pub enum Transition {
 }
 
 impl Node {
-    fn new(config: &config::NodeConfig) -> Node {
+    /// A node as `config` declares it: up, nothing in flight, in no pool yet.
+    pub fn new(config: &NodeConfig) -> Node {
         Node {
             name: config.name.clone(),
             address: config.address.clone(),
             role: config.role,
-            workers: config.workers,
-            probe: config.probe.clone(),
+            workers: AtomicU32::new(config.workers),
+            probe: ArcSwap::from_pointee(config.probe.clone()),
             endpoint: Endpoint::new(&config.address),
+            busy: AtomicU32::new(0),
+            passing: AtomicU32::new(0),
+            pools: ArcSwap::from_pointee(Vec::new()),
             up: AtomicBool::new(true),
             draining: AtomicBool::new(config.drain),
             streak: Mutex::new(Streak::default()),
             failing: AtomicBool::new(false),
             answered: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether `config` names this node: same name, address and role.
+    pub fn is(&self, config: &NodeConfig) -> bool {
+        self.name == config.name && self.address == config.address && self.role == config.role
+    }
+
+    /// Odoo workers declared for the node.
+    pub fn workers(&self) -> u32 {
+        self.workers.load(Ordering::Acquire)
+    }
+
+    /// Sets `workers`; true when that changed it. Waiters may use new
+    /// workers once [`Node::refresh_pools`] runs.
+    pub fn set_workers(&self, workers: u32) -> bool {
+        self.workers.swap(workers, Ordering::AcqRel) != workers
+    }
+
+    /// Its active check as configured now.
+    pub fn probe(&self) -> Arc<Probe> {
+        self.probe.load_full()
+    }
+
+    /// Sets its active check; true when that changed it.
+    pub fn set_probe(&self, probe: &Probe) -> bool {
+        if *self.probe.load_full() == *probe {
+            return false;
+        }
+        self.probe.store(Arc::new(probe.clone()));
+        true
+    }
+
+    /// Takes one of the node's workers if one is free.
+    fn take_worker(&self) -> bool {
+        let limit = self.workers().max(1);
+        self.busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether a worker is free now.
+    fn has_free_worker(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) < self.workers().max(1)
+    }
+
+    /// Joins a worker-limited pool: its waiters are offered this node's freed workers.
+    fn join(&self, pool: &Weak<Pool>) {
+        self.pools.rcu(|pools| {
+            let mut live: Vec<Weak<Pool>> = pools
+                .iter()
+                .filter(|p| p.strong_count() > 0)
+                .cloned()
+                .collect();
+            live.push(pool.clone());
+            live
+        });
+    }
+
+    /// Offers free workers to the waiters of every pool the node is in, of
+    /// every generation, oldest pool first; after a worker is freed, or the
+    /// node changed state (up, down, drain, workers).
+    pub fn refresh_pools(&self) {
+        for pool in self.pools.load().iter() {
+            if let Some(pool) = pool.upgrade() {
+                pool.refresh();
+            }
         }
     }
 
@@ -110,7 +209,7 @@ impl Node {
         self.failing.store(false, Ordering::Release);
         streak.failures = 0;
         streak.passes = streak.passes.saturating_add(1);
-        if !self.is_up() && streak.passes >= self.probe.rise {
+        if !self.is_up() && streak.passes >= self.probe.load().rise {
             self.up.store(true, Ordering::Release);
             return Some(Transition::Up);
         }
@@ -123,7 +222,7 @@ impl Node {
         self.failing.store(true, Ordering::Release);
         streak.passes = 0;
         streak.failures = streak.failures.saturating_add(1);
-        if self.is_up() && streak.failures >= self.probe.fall {
+        if self.is_up() && streak.failures >= self.probe.load().fall {
             self.up.store(false, Ordering::Release);
             return Some(Transition::Down);
         }
@@ -172,8 +271,7 @@ pub struct PoolSettings {
     pub when_all_down: WhenAllDown,
 }
 
-/// Nodes that can serve one route, with their requests in flight and the
-/// requests waiting for a worker.
+/// Nodes that can serve one route, and the requests waiting for a worker.
 #[derive(Debug)]
 pub struct Pool {
     /// Name used in logs and errors.
@@ -194,7 +292,6 @@ enum Membership {
 
 #[derive(Debug, Default)]
 struct State {
-    in_flight: Vec<u32>,
     waiters: VecDeque<Waiter>,
     /// Round-robin cursor among equally loaded nodes.
     next: usize,
@@ -230,43 +327,72 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let handoffs = {
-            let mut state = self.pool.lock();
-            state.in_flight[self.index] = state.in_flight[self.index].saturating_sub(1);
-            self.pool.dispatch(&mut state)
-        };
-        // Sent outside the lock: a lease that comes back (its waiter left) is
-        // dropped here and takes the lock itself.
-        Pool::hand_over(handoffs);
+        let node = &self.pool.nodes[self.index];
+        if self.pool.settings.limited {
+            node.busy.fetch_sub(1, Ordering::SeqCst);
+            // The worker may go to a waiter of this pool or of another
+            // generation's. A waiter that left gives back the lease it was
+            // handed: it is dropped there, outside every lock.
+            node.refresh_pools();
+        } else {
+            node.passing.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 impl Pool {
-    pub fn new(name: &'static str, nodes: Vec<Arc<Node>>, settings: PoolSettings) -> Pool {
-        let state = State {
-            in_flight: vec![0; nodes.len()],
-            ..State::default()
-        };
-        Pool {
-            name,
-            nodes,
-            settings,
-            state: Mutex::new(state),
-        }
+    /// A pool of `nodes`; a worker-limited one registers with each node, so
+    /// that workers freed by other pools reach its waiters.
+    pub fn new(name: &'static str, nodes: Vec<Arc<Node>>, settings: PoolSettings) -> Arc<Pool> {
+        Arc::new_cyclic(|me| {
+            if settings.limited {
+                for node in &nodes {
+                    node.join(me);
+                }
+            }
+            Pool {
+                name,
+                nodes,
+                settings,
+                state: Mutex::new(State::default()),
+            }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Requests in flight to each node, in pool order.
+    /// Requests in flight to each node, in pool order: for a worker-limited
+    /// pool, the node's busy workers (every generation's pools together); for
+    /// an unlimited one, the node's requests from unlimited pools.
     pub fn in_flight(&self) -> Vec<u32> {
-        self.lock().in_flight.clone()
+        self.nodes.iter().map(|n| self.load(n)).collect()
     }
 
     /// Requests waiting for a worker.
     pub fn queued(&self) -> usize {
         self.lock().waiters.len()
+    }
+
+    /// The count this pool balances on and, when limited, caps.
+    fn load(&self, node: &Node) -> u32 {
+        let count = if self.settings.limited {
+            &node.busy
+        } else {
+            &node.passing
+        };
+        count.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request on `node`: a worker for a limited pool, if one is free.
+    fn take(&self, node: &Node) -> bool {
+        if self.settings.limited {
+            node.take_worker()
+        } else {
+            node.passing.fetch_add(1, Ordering::SeqCst);
+            true
+        }
     }
 
     /// Which nodes may take requests now; `None`: none may.
@@ -289,28 +415,34 @@ impl Pool {
     }
 
     /// The node for the next request: eligible, not excluded, a free worker,
-    /// fewest in flight; round robin among ties.
+    /// fewest in flight; round robin among ties. Its worker is taken.
     fn pick(&self, state: &mut State, membership: Membership, exclude: &[usize]) -> Option<usize> {
         let n = self.nodes.len();
-        let start = state.next;
-        let mut best: Option<usize> = None;
-        for offset in 0..n {
-            let i = (start + offset) % n;
-            if exclude.contains(&i) || !self.eligible(i, membership) {
-                continue;
+        // Bounded in practice: a turn is repeated only when another request
+        // (of another pool) took the chosen node's last worker meanwhile.
+        loop {
+            let start = state.next;
+            let mut best: Option<(usize, u32)> = None;
+            for offset in 0..n {
+                let i = (start + offset) % n;
+                if exclude.contains(&i) || !self.eligible(i, membership) {
+                    continue;
+                }
+                let node = &self.nodes[i];
+                if self.settings.limited && !node.has_free_worker() {
+                    continue;
+                }
+                let load = self.load(node);
+                if best.is_none_or(|(_, b)| load < b) {
+                    best = Some((i, load));
+                }
             }
-            if self.settings.limited && state.in_flight[i] >= self.nodes[i].workers.max(1) {
-                continue;
-            }
-            if best.is_none_or(|b| state.in_flight[i] < state.in_flight[b]) {
-                best = Some(i);
+            let (i, _) = best?;
+            if self.take(&self.nodes[i]) {
+                state.next = (i + 1) % n.max(1);
+                return Some(i);
             }
         }
-        if let Some(i) = best {
-            state.in_flight[i] += 1;
-            state.next = (i + 1) % n.max(1);
-        }
-        best
     }
 
     /// A worker for a request that has not tried the nodes in `exclude`:
@@ -350,7 +482,8 @@ impl Pool {
                 tx,
             });
             // The queue may be non-empty only because its head waits for a
-            // node this request may skip: try to serve it now.
+            // node this request may skip, and a worker may have been freed
+            // by another pool since `pick` looked: try to serve it now.
             let handoffs = self.dispatch(&mut state);
             drop(state);
             Pool::hand_over(handoffs);
@@ -387,22 +520,30 @@ impl Pool {
         }
     }
 
-    /// A worker on node `index` for a probe, only if one is free; never
-    /// queued. (A free worker with requests waiting is one they may not use:
-    /// a freed worker goes to a waiter under the same lock.)
+    /// A worker on node `index` for a probe, only if one is free and no
+    /// request waiting here may take it; never queued.
     pub fn try_acquire_node(self: &Arc<Self>, index: usize) -> Option<Lease> {
-        let mut state = self.lock();
-        if self.settings.limited && state.in_flight[index] >= self.nodes[index].workers.max(1) {
+        // Under the lock: a worker freed a moment ago, not yet handed to a
+        // waiter that may use it, is theirs (a freed worker is counted free
+        // before the pools' waiters are offered it).
+        let state = self.lock();
+        let theirs = self.membership().is_some_and(|m| self.eligible(index, m))
+            && state.waiters.iter().any(|w| !w.exclude.contains(&index));
+        if theirs {
             return None;
         }
-        state.in_flight[index] += 1;
+        if !self.take(&self.nodes[index]) {
+            return None;
+        }
+        drop(state);
         Some(Lease {
             pool: self.clone(),
             index,
         })
     }
 
-    /// Re-examines the queue after a node changed state (up, down, drain).
+    /// Re-examines the queue after a node changed state (up, down, drain) or
+    /// freed a worker.
     pub fn refresh(self: &Arc<Self>) {
         let handoffs = {
             let mut state = self.lock();
@@ -444,7 +585,7 @@ impl Pool {
                 }
                 None => {
                     state.waiters[i].exclude = exclude;
-                    if !self.has_free_worker(state, membership) {
+                    if !self.has_free_worker(membership) {
                         break;
                     }
                     i += 1;
@@ -454,11 +595,10 @@ impl Pool {
         handoffs
     }
 
-    fn has_free_worker(&self, state: &State, membership: Membership) -> bool {
+    fn has_free_worker(&self, membership: Membership) -> bool {
         !self.settings.limited
-            || (0..self.nodes.len()).any(|i| {
-                self.eligible(i, membership) && state.in_flight[i] < self.nodes[i].workers.max(1)
-            })
+            || (0..self.nodes.len())
+                .any(|i| self.eligible(i, membership) && self.nodes[i].has_free_worker())
     }
 
     fn hand_over(handoffs: Vec<(oneshot::Sender<Lease>, Lease)>) {
@@ -496,7 +636,7 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// All pools, built once from the config.
+/// All pools of one generation: built from the config at start and at each reload.
 #[derive(Debug)]
 pub struct Topology {
     pub interactive: Arc<Pool>,
@@ -509,15 +649,19 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// Pools of new nodes, as at start.
     pub fn new(config: &Config) -> Topology {
-        let nodes = |role| -> Vec<Arc<Node>> {
-            config
-                .nodes_with_role(role)
-                .map(|n| Arc::new(Node::new(n)))
-                .collect()
-        };
+        Topology::build(config, |n| Arc::new(Node::new(n)))
+    }
+
+    /// Pools of the nodes `node` gives for each declared node (a reload
+    /// passes on the running ones it keeps).
+    pub fn build(config: &Config, mut node: impl FnMut(&NodeConfig) -> Arc<Node>) -> Topology {
+        let mut nodes =
+            |role| -> Vec<Arc<Node>> { config.nodes_with_role(role).map(&mut node).collect() };
         let interactive = nodes(Role::Interactive);
         let gevent = nodes(Role::Gevent);
+        let cron = nodes(Role::Cron);
         let bus_on_interactive = gevent.is_empty();
         let when_all_down = config.health.when_all_down;
         let limited = PoolSettings {
@@ -538,9 +682,9 @@ impl Topology {
             Pool::new("gevent", gevent, unlimited)
         };
         Topology {
-            interactive: Arc::new(Pool::new("interactive", interactive, limited)),
-            bus: Arc::new(bus),
-            cron: nodes(Role::Cron),
+            interactive: Pool::new("interactive", interactive, limited),
+            bus,
+            cron,
             bus_on_interactive,
         }
     }

@@ -53,7 +53,8 @@ use crate::shutdown::Lifecycle;
 use crate::static_files::{Lookup, StaticFiles};
 use crate::upstream::{Driver, SendError};
 
-/// Everything a request needs, built once from the config.
+/// Everything a request needs, built from the config at start and at each
+/// reload (one generation).
 pub struct Edge {
     pub topology: Topology,
     pub timeouts: Timeouts,
@@ -87,10 +88,24 @@ pub struct Shared {
 pub type Current = Arc<ArcSwap<Edge>>;
 
 impl Edge {
+    /// The first generation: new nodes, an empty static file cache.
     pub fn new(config: &Config, shared: Arc<Shared>) -> Edge {
+        let statics = StaticFiles::new(&config.statics).map(Arc::new);
+        Edge::from_parts(config, shared, Topology::new(config), statics)
+    }
+
+    /// A generation of `config` with `topology` and `statics` built by the
+    /// caller: a reload passes on the nodes it keeps, and the static file
+    /// cache when `[static]` is unchanged.
+    pub fn from_parts(
+        config: &Config,
+        shared: Arc<Shared>,
+        topology: Topology,
+        statics: Option<Arc<StaticFiles>>,
+    ) -> Edge {
         let lifecycle = shared.lifecycle.clone();
         Edge {
-            topology: Topology::new(config),
+            topology,
             timeouts: config.timeouts.clone(),
             limits: config.limits.clone(),
             forwarding: config.forwarding.clone(),
@@ -98,7 +113,7 @@ impl Edge {
             retries: config.retries.clone(),
             health: config.health.clone(),
             admission: config.admission.clone(),
-            statics: StaticFiles::new(&config.statics).map(Arc::new),
+            statics,
             filestore: config.filestore.clone(),
             lifecycle,
             shared,
@@ -264,7 +279,7 @@ async fn forward(
                     .await;
             }
             Err(_) => {
-                health::passive_failure(&edge.topology, &node, "no reply in time");
+                health::passive_failure(&node, "no reply in time");
                 // Not replayed: the node may still be working on it (a long report).
                 return Err(ProxyError::UpstreamTimeout {
                     node: node.name.clone(),
@@ -274,7 +289,7 @@ async fn forward(
             Ok(Err(SendError::Connect(e))) => {
                 // Nothing was sent: any method may go to the next node.
                 let detail = format!("{}: connect: {e}", node.name);
-                health::passive_failure(&edge.topology, &node, &detail);
+                health::passive_failure(&node, &detail);
                 warn!(node = %node.name, cause = %e, "node unreachable; trying the next one");
                 edge.shared.metrics.retry(pool.name, "refused");
                 last_error = Some(ProxyError::NoUpstream {
@@ -287,7 +302,7 @@ async fn forward(
                     node: node.name.clone(),
                     detail: error_chain(&e),
                 };
-                health::passive_failure(&edge.topology, &node, &err.to_string());
+                health::passive_failure(&node, &err.to_string());
                 if !replayable || replays >= edge.retries.max_replays {
                     return Err(err);
                 }

@@ -92,7 +92,7 @@ pub async fn tunnel(
         let stream = match connect(&node, edge).await {
             Ok(stream) => stream,
             Err(e) => {
-                health::passive_failure(&edge.topology, &node, &e);
+                health::passive_failure(&node, &e);
                 warn!(node = %node.name, cause = %e, "websocket: node unreachable; trying the next one");
                 last = Some(ProxyError::NoUpstream {
                     pool: pool.name,
@@ -104,7 +104,7 @@ pub async fn tunnel(
         let response = match handshake(stream, &parts.headers, &target, edge).await {
             Ok(response) => response,
             Err(detail) => {
-                health::passive_failure(&edge.topology, &node, &detail);
+                health::passive_failure(&node, &detail);
                 let err = ProxyError::BadGateway {
                     node: node.name.clone(),
                     detail,
