@@ -508,3 +508,29 @@ async fn a_request_id_is_taken_only_from_a_trusted_proxy() {
         .await;
     assert_eq!(reply.header("x-request-id").map(str::len), Some(32));
 }
+
+#[tokio::test]
+async fn a_reload_reopens_the_access_log_for_logrotate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&log_config(&log, "json"))
+        .start()
+        .await;
+    assert_eq!(get(cluster.edge, "/web/before").await.status, 200);
+    assert_eq!(log_lines(&log, 1).await.len(), 1);
+    // logrotate moves the file away, then reloads the edge.
+    std::fs::rename(&log, &rotated).expect("rotate");
+    let config = odoo_edge::config::parse(&cluster.config_text()).expect("config");
+    cluster.running().reload(&config);
+    assert_eq!(get(cluster.edge, "/web/after").await.status, 200);
+
+    let new = log_lines(&log, 1).await;
+    assert_eq!(new.len(), 1, "the reload made a new file: {new:#?}");
+    assert!(new[0].contains("\"path\":\"/web/after\""), "{new:#?}");
+    let old = log_lines(&rotated, 1).await;
+    assert_eq!(old.len(), 1, "{old:#?}");
+    assert!(old[0].contains("\"path\":\"/web/before\""), "{old:#?}");
+}
