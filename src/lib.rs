@@ -221,8 +221,15 @@ impl Running {
     /// (after the frames in flight; see `proxy::tunnel`), drops whatever is
     /// left at the deadline, then returns. With only websockets open it
     /// returns within `proxy::tunnel::CLOSE_LIMIT`, whatever the deadline.
+    /// Last, the access log lines still in memory are written.
     pub async fn shutdown(self, deadline: Duration) {
         self.lifecycle.stop(deadline).await;
+        let edge = self.edge.load_full();
+        // A blocking wait for the writer thread, bounded.
+        let _ = tokio::task::spawn_blocking(move || {
+            edge.shared.access_log.close(Duration::from_secs(5));
+        })
+        .await;
     }
 }
 
