@@ -251,7 +251,9 @@ impl Conn {
         let service = service_fn(move |mut req: Request<Incoming>| {
             let edge = current.load_full();
             let guard = ActiveGuard::new(state.clone());
-            let client = client.clone();
+            // Trust as the edge serving this request says, not as it was
+            // when the connection opened.
+            let client = client.with_forwarding(&edge.forwarding);
             let regions = regions.clone();
             let hsts = hsts.clone();
             let redirect = redirect.clone();

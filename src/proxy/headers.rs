@@ -16,7 +16,8 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Who sent the request and how it reached the edge. Built once per client
-/// connection, so the per-request work is clones of ready header values.
+/// connection, so the per-request work is clones of ready header values (and
+/// the trust check, [`ClientInfo::with_forwarding`]).
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
@@ -34,6 +35,15 @@ impl ClientInfo {
     /// The peer is in `forwarding.trusted_proxies`.
     pub fn is_trusted(&self) -> bool {
         self.trusted
+    }
+
+    /// This client as `fwd` sees it: a reload may have changed which peers
+    /// are trusted while the connection stays open.
+    pub fn with_forwarding(&self, fwd: &Forwarding) -> ClientInfo {
+        ClientInfo {
+            trusted: is_trusted(self.peer.ip(), fwd),
+            ..self.clone()
+        }
     }
 
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
