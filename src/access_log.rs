@@ -13,8 +13,8 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -54,27 +54,39 @@ pub struct Entry<'a> {
 
 enum Message {
     Line(String),
-    Reopen(PathBuf),
+    /// Look at [`AccessLog::reopen`].
+    Reopen,
 }
 
 /// The access log of a running edge; kept across reloads.
 pub struct AccessLog {
     format: Mutex<AccessLogFormat>,
     tx: SyncSender<Message>,
+    /// The file a reload asked for, until the writer has reopened it. Kept
+    /// out of the queue: a reload must not wait for a queue full behind a
+    /// stalled disk, nor lose the request.
+    reopen: Arc<Mutex<Option<PathBuf>>>,
 }
 
 impl AccessLog {
     /// Starts the writer thread. A file that cannot be opened is an error here,
     /// at start; at a reload it is logged and the old file kept.
     pub fn new(config: &AccessLogConfig) -> io::Result<AccessLog> {
-        let out = open(&config.path)?;
+        AccessLog::with_output(config.format, open(&config.path)?)
+    }
+
+    /// The writer thread on `out`, as already opened.
+    fn with_output(format: AccessLogFormat, out: Out) -> io::Result<AccessLog> {
         let (tx, rx) = sync_channel(BACKLOG);
+        let reopen = Arc::new(Mutex::new(None));
+        let wanted = reopen.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out))?;
+            .spawn(move || write_lines(rx, out, &wanted))?;
         Ok(AccessLog {
-            format: Mutex::new(config.format),
+            format: Mutex::new(format),
             tx,
+            reopen,
         })
     }
 
@@ -84,7 +96,12 @@ impl AccessLog {
         if let Ok(mut format) = self.format.lock() {
             *format = config.format;
         }
-        let _ = self.tx.send(Message::Reopen(config.path.clone()));
+        if let Ok(mut path) = self.reopen.lock() {
+            *path = Some(config.path.clone());
+        }
+        // Never blocks: a full queue means the writer is busy, and it looks
+        // at `reopen` after each line anyway.
+        let _ = self.tx.try_send(Message::Reopen);
     }
 
     pub fn enabled(&self) -> bool {
@@ -206,25 +223,24 @@ fn open(path: &PathBuf) -> io::Result<Out> {
 }
 
 /// The writer thread: batches what is queued, flushes when the queue is empty.
-fn write_lines(rx: Receiver<Message>, out: Out) {
+fn write_lines(rx: Receiver<Message>, out: Out, reopen: &Mutex<Option<PathBuf>>) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(message) = next {
-            match message {
-                Message::Line(line) => {
-                    let _ = out.write_all(line.as_bytes());
-                }
-                Message::Reopen(path) => {
-                    let _ = out.flush();
-                    match open(&path) {
-                        Ok(file) => out = io::BufWriter::with_capacity(64 * 1024, file),
-                        Err(e) => tracing::error!(
-                            path = %path.display(),
-                            cause = %e,
-                            "cannot reopen the access log; writing to the old file"
-                        ),
-                    }
+            if let Message::Line(line) = message {
+                let _ = out.write_all(line.as_bytes());
+            }
+            // A reload's request, taken after the line it came behind.
+            if let Some(path) = reopen.lock().ok().and_then(|mut path| path.take()) {
+                let _ = out.flush();
+                match open(&path) {
+                    Ok(file) => out = io::BufWriter::with_capacity(64 * 1024, file),
+                    Err(e) => tracing::error!(
+                        path = %path.display(),
+                        cause = %e,
+                        "cannot reopen the access log; writing to the old file"
+                    ),
                 }
             }
             next = rx.try_recv().ok();
@@ -271,5 +287,53 @@ mod tests {
     fn control_bytes_never_reach_a_line_raw() {
         assert_eq!(quoted("a\nb\u{1b}"), "a\\x0Ab\\x1B");
         assert_eq!(clf_time("garbage"), "garbage");
+    }
+
+    /// An output whose writes block until `release` is dropped: a stalled
+    /// disk, or a standard output nobody reads.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reload_does_not_wait_for_a_stalled_writer() {
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let log = std::sync::Arc::new(
+            AccessLog::with_output(AccessLogFormat::Json, Box::new(Stalled(stalled)))
+                .expect("writer thread"),
+        );
+        let metrics = Metrics::new();
+        // Fill the queue behind the stalled writer.
+        let mut full = false;
+        for _ in 0..4 * BACKLOG {
+            log.write(&entry(), &metrics);
+            if let Err(TrySendError::Full(_)) = log.tx.try_send(Message::Line(String::new())) {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the queue must fill behind a stalled writer");
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let reloading = log.clone();
+        let reload = std::thread::spawn(move || {
+            reloading.reconfigure(&AccessLogConfig {
+                format: AccessLogFormat::Combined,
+                path: "-".into(),
+            });
+            let _ = done_tx.send(());
+        });
+        let returned = done.recv_timeout(Duration::from_secs(5)).is_ok();
+        drop(release);
+        reload.join().expect("reload thread");
+        assert!(returned, "reconfigure blocked on the full access log queue");
     }
 }
