@@ -3,8 +3,8 @@
 //! edge's own fields appended.
 //!
 //! Lines go to a writer thread through a bounded channel, so a slow disk
-//! never stalls a request: when the channel is full the line is dropped and
-//! counted (`odoo_edge_access_log_dropped_total`). The file is opened in
+//! never stalls a request: when the channel is full (in lines or in bytes)
+//! the line is dropped and counted (`odoo_edge_access_log_dropped_total`). The file is opened in
 //! append mode and reopened on every reload (SIGHUP), which is what logrotate's
 //! `postrotate systemctl reload odoo-edge` expects; `path = "-"` is standard
 //! output (the journal under systemd, `docker logs` in a container).
@@ -13,6 +13,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,6 +25,9 @@ use crate::metrics::Metrics;
 
 /// Lines waiting for the writer before new ones are dropped.
 const BACKLOG: usize = 16 * 1024;
+
+/// Bytes of lines waiting for the writer before new ones are dropped.
+const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 /// One request, as the access log records it.
 #[derive(Debug, Serialize)]
@@ -66,6 +70,9 @@ pub struct AccessLog {
     /// out of the queue: a reload must not wait for a queue full behind a
     /// stalled disk, nor lose the request.
     reopen: Arc<Mutex<Option<PathBuf>>>,
+    /// Bytes of the lines in the queue: a count of lines alone would let
+    /// large request heads queue gigabytes behind a stalled writer.
+    queued: Arc<AtomicUsize>,
 }
 
 impl AccessLog {
@@ -79,14 +86,16 @@ impl AccessLog {
     fn with_output(format: AccessLogFormat, out: Out) -> io::Result<AccessLog> {
         let (tx, rx) = sync_channel(BACKLOG);
         let reopen = Arc::new(Mutex::new(None));
-        let wanted = reopen.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (wanted, written) = (reopen.clone(), queued.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out, &wanted))?;
+            .spawn(move || write_lines(rx, out, &wanted, &written))?;
         Ok(AccessLog {
             format: Mutex::new(format),
             tx,
             reopen,
+            queued,
         })
     }
 
@@ -127,10 +136,21 @@ impl AccessLog {
             },
             AccessLogFormat::Combined => combined(entry),
         };
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            metrics.access_log_dropped();
+            return;
+        }
         match self.tx.try_send(Message::Line(line)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics.access_log_dropped(),
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                metrics.access_log_dropped();
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -223,12 +243,18 @@ fn open(path: &PathBuf) -> io::Result<Out> {
 }
 
 /// The writer thread: batches what is queued, flushes when the queue is empty.
-fn write_lines(rx: Receiver<Message>, out: Out, reopen: &Mutex<Option<PathBuf>>) {
+fn write_lines(
+    rx: Receiver<Message>,
+    out: Out,
+    reopen: &Mutex<Option<PathBuf>>,
+    queued: &AtomicUsize,
+) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(message) = next {
             if let Message::Line(line) = message {
+                queued.fetch_sub(line.len(), Ordering::Relaxed);
                 let _ = out.write_all(line.as_bytes());
             }
             // A reload's request, taken after the line it came behind.
@@ -335,5 +361,41 @@ mod tests {
         drop(release);
         reload.join().expect("reload thread");
         assert!(returned, "reconfigure blocked on the full access log queue");
+    }
+
+    /// `odoo_edge_access_log_dropped_total` as `/metrics` shows it.
+    fn dropped(metrics: &Metrics) -> u64 {
+        let config = crate::config::parse(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
+             [[nodes]]\nname = \"web1\"\naddress = \"127.0.0.1:8069\"\nrole = \"interactive\"\nworkers = 1\n",
+        )
+        .expect("config");
+        let text = metrics.render(&crate::pool::Topology::new(&config));
+        text.lines()
+            .find_map(|l| l.strip_prefix("odoo_edge_access_log_dropped_total "))
+            .and_then(|n| n.parse().ok())
+            .expect("the dropped counter")
+    }
+
+    #[test]
+    fn lines_queued_behind_a_stalled_writer_are_bounded_in_bytes() {
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let log = AccessLog::with_output(AccessLogFormat::Combined, Box::new(Stalled(stalled)))
+            .expect("writer thread");
+        let metrics = Metrics::new();
+        // Heads as large as `limits.max_header_bytes` allows, far fewer than
+        // BACKLOG lines: 64 MiB in all if nothing bounds the bytes.
+        let path = format!("/{}", "a".repeat(64 * 1024));
+        let mut line = entry();
+        line.path = &path;
+        for _ in 0..1024 {
+            log.write(&line, &metrics);
+        }
+        let dropped = dropped(&metrics);
+        drop(release);
+        assert!(
+            dropped >= 1024 - (MAX_QUEUED_BYTES / (64 * 1024)) as u64 - 2,
+            "{dropped} lines dropped"
+        );
     }
 }
