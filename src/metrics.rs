@@ -27,6 +27,7 @@
 //! | `access_log_dropped_total` | |
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -138,6 +139,10 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     last_reload: Gauge<f64, AtomicU64>,
     access_log_dropped: Counter,
+    /// One scrape at a time: [`Metrics::render`] clears and refills the
+    /// node gauges, and two scrapes interleaved would add a node's count
+    /// twice (or show none).
+    rendering: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -180,6 +185,7 @@ impl Metrics {
             reloads: Family::default(),
             last_reload: Gauge::default(),
             access_log_dropped: Counter::default(),
+            rendering: Mutex::new(()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -367,6 +373,10 @@ impl Metrics {
 
     /// The exposition, with the cluster gauges read from `topology` now.
     pub fn render(&self, topology: &Topology) -> String {
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for family in [
             &self.node_up,
             &self.node_draining,
@@ -440,3 +450,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests;
