@@ -911,3 +911,28 @@ async fn a_peer_a_reload_no_longer_trusts_is_not_trusted_on_its_open_connection(
     assert_eq!(reply.echo().header("x-forwarded-for"), Some("127.0.0.1"));
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replaced_generation_is_freed_once_nothing_uses_it() {
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .interactive("web2")
+        .config("[admin]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    assert_eq!(common::get(cluster.edge, "/web/login").await.status, 200);
+    let first = Arc::downgrade(&cluster.running().edge());
+    let web2 = Arc::downgrade(&cluster.running().edge().topology.interactive.nodes[1]);
+    let mut config = cluster.config.clone();
+    config.nodes.retain(|n| n.name != "web2");
+    cluster.running().reload(&config);
+    assert_eq!(common::get(cluster.edge, "/web/login").await.status, 200);
+    let admin = cluster.running().admin.expect("admin API");
+    assert_eq!(common::get(admin, "/status").await.status, 200);
+    assert!(
+        wait_until(STEP, || first.upgrade().is_none()).await,
+        "the first generation (its pools, nodes and static cache) is still held"
+    );
+    assert!(web2.upgrade().is_none(), "the removed node is still held");
+    cluster.shutdown().await;
+}
