@@ -11,7 +11,7 @@
 //!
 //! | family | labels |
 //! |---|---|
-//! | `requests_total` | `kind` (proxy, static, accel, websocket, redirect, error), `pool`, `node`, `status` (2xx…5xx) |
+//! | `requests_total` | `kind` (proxy, static, accel, websocket, redirect), `pool`, `node`, `status` (1xx…5xx) |
 //! | `request_duration_seconds` (histogram) | `kind`, `pool` |
 //! | `requests_in_flight` | |
 //! | `queue_wait_seconds` (histogram) | `pool` |
