@@ -508,3 +508,19 @@ async fn a_request_id_is_taken_only_from_a_trusted_proxy() {
         .await;
     assert_eq!(reply.header("x-request-id").map(str::len), Some(32));
 }
+
+#[tokio::test]
+async fn a_client_cannot_strip_the_request_id_odoo_receives() {
+    let cluster = Cluster::builder().interactive("web1").start().await;
+    let reply = Call::new(cluster.edge, Method::GET, "/web/login")
+        .header("Connection", "keep-alive, X-Request-ID")
+        .send()
+        .await;
+    assert_eq!(reply.status, 200);
+    let id = reply.header("x-request-id").expect("an id");
+    assert_eq!(
+        reply.echo().header("x-request-id"),
+        Some(id),
+        "Odoo must get the id the client got back and the log has"
+    );
+}

@@ -110,11 +110,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         // The usual tokens name no extra header; and a sender cannot make
-        // Host or the message framing disappear by naming them.
+        // Host, the message framing or the request id the edge set (which
+        // ties Odoo's log to the access log) disappear by naming them.
         .filter(|t| {
-            !["close", "keep-alive", "upgrade", "host", "content-length"]
-                .iter()
-                .any(|k| t.eq_ignore_ascii_case(k))
+            [
+                "close",
+                "keep-alive",
+                "upgrade",
+                "host",
+                "content-length",
+                "x-request-id",
+            ]
+            .iter()
+            .all(|k| !t.eq_ignore_ascii_case(k))
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
