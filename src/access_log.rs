@@ -13,9 +13,9 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -25,6 +25,9 @@ use crate::metrics::Metrics;
 
 /// Lines waiting for the writer before new ones are dropped.
 const BACKLOG: usize = 16 * 1024;
+
+/// Longest the stop waits for queued lines to be written.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 /// Bytes of lines waiting for the writer before new ones are dropped.
 const MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
@@ -73,6 +76,17 @@ pub struct AccessLog {
     /// Bytes of the lines in the queue: a count of lines alone would let
     /// large request heads queue gigabytes behind a stalled writer.
     queued: Arc<AtomicUsize>,
+    /// How far the writer has got, for [`AccessLog::drain`].
+    progress: Arc<Progress>,
+}
+
+/// Lines handed to the writer, and lines it has written.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    written: Mutex<u64>,
+    /// Notified when `written` grows.
+    wrote: Condvar,
 }
 
 impl AccessLog {
@@ -87,15 +101,17 @@ impl AccessLog {
         let (tx, rx) = sync_channel(BACKLOG);
         let reopen = Arc::new(Mutex::new(None));
         let queued = Arc::new(AtomicUsize::new(0));
-        let (wanted, written) = (reopen.clone(), queued.clone());
+        let progress = Arc::new(Progress::default());
+        let (wanted, written, writer) = (reopen.clone(), queued.clone(), progress.clone());
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out, &wanted, &written))?;
+            .spawn(move || write_lines(rx, out, &wanted, &written, &writer))?;
         Ok(AccessLog {
             format: Mutex::new(format),
             tx,
             reopen,
             queued,
+            progress,
         })
     }
 
@@ -123,6 +139,24 @@ impl AccessLog {
             .map_or(AccessLogFormat::Off, |format| *format)
     }
 
+    /// Waits, up to `limit`, until the lines queued so far are written: at
+    /// the stop, so that the process does not exit with lines in the queue.
+    /// Blocks the calling thread. True when they all were.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let sent = self.progress.sent.load(Ordering::Acquire);
+        let written = self
+            .progress
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (_written, waited) = self
+            .progress
+            .wrote
+            .wait_timeout_while(written, limit, |written| *written < sent)
+            .unwrap_or_else(PoisonError::into_inner);
+        !waited.timed_out()
+    }
+
     /// Queues one line; never blocks.
     pub fn write(&self, entry: &Entry<'_>, metrics: &Metrics) {
         let line = match self.format() {
@@ -143,7 +177,9 @@ impl AccessLog {
             return;
         }
         match self.tx.try_send(Message::Line(line)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.progress.sent.fetch_add(1, Ordering::Release);
+            }
             Err(TrySendError::Full(_)) => {
                 self.queued.fetch_sub(len, Ordering::Relaxed);
                 metrics.access_log_dropped();
@@ -248,14 +284,17 @@ fn write_lines(
     out: Out,
     reopen: &Mutex<Option<PathBuf>>,
     queued: &AtomicUsize,
+    progress: &Progress,
 ) {
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
+        let mut lines = 0;
         while let Some(message) = next {
             if let Message::Line(line) = message {
                 queued.fetch_sub(line.len(), Ordering::Relaxed);
                 let _ = out.write_all(line.as_bytes());
+                lines += 1;
             }
             // A reload's request, taken after the line it came behind.
             if let Some(path) = reopen.lock().ok().and_then(|mut path| path.take()) {
@@ -272,6 +311,12 @@ fn write_lines(
             next = rx.try_recv().ok();
         }
         let _ = out.flush();
+        let mut written = progress
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *written += lines;
+        progress.wrote.notify_all();
     }
 }
 

@@ -219,10 +219,19 @@ impl Running {
     /// finish for up to `deadline`, closes websockets at once with a close
     /// frame 1001 (Going Away) to the client and a masked one to the node
     /// (after the frames in flight; see `proxy::tunnel`), drops whatever is
-    /// left at the deadline, then returns. With only websockets open it
-    /// returns within `proxy::tunnel::CLOSE_LIMIT`, whatever the deadline.
+    /// left at the deadline, waits (up to [`access_log::DRAIN_LIMIT`]) for
+    /// the access log lines still queued to be written, then returns. With
+    /// only websockets open it returns within `proxy::tunnel::CLOSE_LIMIT`
+    /// (plus the log's drain), whatever the deadline.
     pub async fn shutdown(self, deadline: Duration) {
         self.lifecycle.stop(deadline).await;
+        // The lines of the last requests reach the log before the process
+        // exits, unless the writer is stuck (a hung disk, an unread pipe).
+        let shared = self.edge.load().shared.clone();
+        let drain = move || shared.access_log.drain(access_log::DRAIN_LIMIT);
+        if !tokio::task::spawn_blocking(drain).await.unwrap_or(false) {
+            warn!(limit = ?access_log::DRAIN_LIMIT, "access log lines still queued at exit; dropped");
+        }
     }
 }
 
