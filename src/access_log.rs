@@ -4,10 +4,12 @@
 //!
 //! Lines go to a writer thread through a bounded channel, so a slow disk
 //! never stalls a request: when the channel is full (in lines or in bytes)
-//! the line is dropped and counted (`odoo_edge_access_log_dropped_total`). The file is opened in
-//! append mode and reopened on every reload (SIGHUP), which is what logrotate's
-//! `postrotate systemctl reload odoo-edge` expects; `path = "-"` is standard
-//! output (the journal under systemd, `docker logs` in a container).
+//! the line is dropped and counted (`odoo_edge_access_log_dropped_total`), as
+//! is a line the file refuses (a full disk; logged when it starts). The file
+//! is opened in append mode and reopened on every reload (SIGHUP), which is
+//! what logrotate's `postrotate systemctl reload odoo-edge` expects;
+//! `path = "-"` is standard output (the journal under systemd, `docker logs`
+//! in a container).
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -18,6 +20,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
@@ -92,20 +95,22 @@ struct Progress {
 impl AccessLog {
     /// Starts the writer thread. A file that cannot be opened is an error here,
     /// at start; at a reload it is logged and the old file kept.
-    pub fn new(config: &AccessLogConfig) -> io::Result<AccessLog> {
-        AccessLog::with_output(config.format, open(&config.path)?)
+    /// Lines the file refuses (a full disk) count as dropped in `metrics`.
+    pub fn new(config: &AccessLogConfig, metrics: &Metrics) -> io::Result<AccessLog> {
+        AccessLog::with_output(config.format, open(&config.path)?, metrics)
     }
 
     /// The writer thread on `out`, as already opened.
-    fn with_output(format: AccessLogFormat, out: Out) -> io::Result<AccessLog> {
+    fn with_output(format: AccessLogFormat, out: Out, metrics: &Metrics) -> io::Result<AccessLog> {
         let (tx, rx) = sync_channel(BACKLOG);
         let reopen = Arc::new(Mutex::new(None));
         let queued = Arc::new(AtomicUsize::new(0));
         let progress = Arc::new(Progress::default());
         let (wanted, written, writer) = (reopen.clone(), queued.clone(), progress.clone());
+        let refused = metrics.access_log_dropped_counter();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(rx, out, &wanted, &written, &writer))?;
+            .spawn(move || write_lines(rx, out, &wanted, &written, &writer, &refused))?;
         Ok(AccessLog {
             format: Mutex::new(format),
             tx,
@@ -285,7 +290,10 @@ fn write_lines(
     reopen: &Mutex<Option<PathBuf>>,
     queued: &AtomicUsize,
     progress: &Progress,
+    refused: &Counter,
 ) {
+    // A failing file is logged when it starts failing, not once per line.
+    let mut failing = false;
     let mut out = io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -293,7 +301,16 @@ fn write_lines(
         while let Some(message) = next {
             if let Message::Line(line) = message {
                 queued.fetch_sub(line.len(), Ordering::Relaxed);
-                let _ = out.write_all(line.as_bytes());
+                match out.write_all(line.as_bytes()) {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        refused.inc();
+                        if !failing {
+                            tracing::error!(cause = %e, "cannot write the access log; dropping lines");
+                        }
+                        failing = true;
+                    }
+                }
                 lines += 1;
             }
             // A reload's request, taken after the line it came behind.
@@ -379,8 +396,12 @@ mod tests {
     fn a_reload_does_not_wait_for_a_stalled_writer() {
         let (release, stalled) = std::sync::mpsc::channel::<()>();
         let log = std::sync::Arc::new(
-            AccessLog::with_output(AccessLogFormat::Json, Box::new(Stalled(stalled)))
-                .expect("writer thread"),
+            AccessLog::with_output(
+                AccessLogFormat::Json,
+                Box::new(Stalled(stalled)),
+                &Metrics::new(),
+            )
+            .expect("writer thread"),
         );
         let metrics = Metrics::new();
         // Fill the queue behind the stalled writer.
@@ -425,8 +446,12 @@ mod tests {
     #[test]
     fn lines_queued_behind_a_stalled_writer_are_bounded_in_bytes() {
         let (release, stalled) = std::sync::mpsc::channel::<()>();
-        let log = AccessLog::with_output(AccessLogFormat::Combined, Box::new(Stalled(stalled)))
-            .expect("writer thread");
+        let log = AccessLog::with_output(
+            AccessLogFormat::Combined,
+            Box::new(Stalled(stalled)),
+            &Metrics::new(),
+        )
+        .expect("writer thread");
         let metrics = Metrics::new();
         // Heads as large as `limits.max_header_bytes` allows, far fewer than
         // BACKLOG lines: 64 MiB in all if nothing bounds the bytes.
@@ -441,6 +466,39 @@ mod tests {
         assert!(
             dropped >= 1024 - (MAX_QUEUED_BYTES / (64 * 1024)) as u64 - 2,
             "{dropped} lines dropped"
+        );
+    }
+
+    /// An output on a full disk.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28)) // ENOSPC
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+    }
+
+    #[test]
+    fn lines_a_full_disk_refuses_are_counted_as_dropped() {
+        let metrics = Metrics::new();
+        let log = AccessLog::with_output(AccessLogFormat::Json, Box::new(Full), &metrics)
+            .expect("writer thread");
+        let path = format!("/{}", "a".repeat(1000));
+        let mut line = entry();
+        line.path = &path;
+        for _ in 0..1000 {
+            log.write(&line, &metrics);
+        }
+        assert!(log.drain(Duration::from_secs(5)), "the writer must go on");
+        // What fits in the writer's buffer (64 KiB) is not refused yet.
+        assert!(
+            dropped(&metrics) >= 1000 - 64,
+            "{} dropped",
+            dropped(&metrics)
         );
     }
 }

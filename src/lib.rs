@@ -133,14 +133,17 @@ pub struct Running {
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let listeners = listener::bind(&config.listeners)?;
     let lifecycle = shutdown::Lifecycle::default();
+    let metrics = metrics::Metrics::new();
     let access_log =
-        access_log::AccessLog::new(&config.access_log).map_err(|source| StartError::AccessLog {
-            path: config.access_log.path.clone(),
-            source,
+        access_log::AccessLog::new(&config.access_log, &metrics).map_err(|source| {
+            StartError::AccessLog {
+                path: config.access_log.path.clone(),
+                source,
+            }
         })?;
     let shared = Arc::new(proxy::Shared {
         lifecycle: lifecycle.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         access_log,
     });
     let edge: proxy::Current = Arc::new(ArcSwap::from_pointee(Edge::new(config, shared)));

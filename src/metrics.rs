@@ -276,7 +276,7 @@ impl Metrics {
         );
         r.register(
             "access_log_dropped",
-            "Access log lines dropped because the writer fell behind",
+            "Access log lines dropped: the writer fell behind, or the file refused them",
             m.access_log_dropped.clone(),
         );
         m.last_reload.set(unix_now());
@@ -369,6 +369,11 @@ impl Metrics {
     /// An access log line was dropped.
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.inc();
+    }
+
+    /// The dropped-lines counter itself, for the access log's writer thread.
+    pub fn access_log_dropped_counter(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The exposition, with the cluster gauges read from `topology` now.
