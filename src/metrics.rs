@@ -27,7 +27,7 @@
 //! | `access_log_dropped_total` | |
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -402,6 +402,11 @@ impl Metrics {
                 self.node_in_flight
                     .get_or_create(&labels)
                     .inc_by(i64::from(n));
+            }
+            if Arc::ptr_eq(pool, &topology.bus) && topology.bus_on_interactive {
+                // Named "interactive" too, and it never queues: setting its
+                // 0 would hide the interactive pool's queue.
+                continue;
             }
             self.queue_depth
                 .get_or_create(&PoolLabel { pool: pool.name })
