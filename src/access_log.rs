@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::config::{AccessLogConfig, AccessLogFormat};
+use prometheus_client::metrics::counter::Counter;
+
 use crate::metrics::Metrics;
 
 /// Bytes of lines waiting for the writer before new ones are dropped.
@@ -84,11 +86,24 @@ pub struct AccessLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// How long the stop waits for the last lines to be written.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 impl AccessLog {
     /// Starts the writer thread. A file that cannot be opened is an error here,
     /// at start; at a reload it is logged and the old file kept.
-    pub fn new(config: &AccessLogConfig) -> io::Result<AccessLog> {
-        let out = open(&config.path)?;
+    pub fn new(config: &AccessLogConfig, metrics: &Metrics) -> io::Result<AccessLog> {
+        AccessLog::with_output(config.format, open(&config.path)?, metrics)
+    }
+
+    /// An access log writing to `out`; lines the output refuses (a full
+    /// disk) count in `metrics` as dropped.
+    pub fn with_output(
+        format: AccessLogFormat,
+        out: Out,
+        metrics: &Metrics,
+    ) -> io::Result<AccessLog> {
+        let dropped = metrics.access_log_dropped_counter();
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -97,10 +112,10 @@ impl AccessLog {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("access-log".into())
-                .spawn(move || write_lines(&shared, out))?
+                .spawn(move || write_lines(&shared, out, &dropped))?
         };
         Ok(AccessLog {
-            format: AtomicU8::new(encode(config.format)),
+            format: AtomicU8::new(encode(format)),
             shared,
             writer: Mutex::new(Some(writer)),
         })
@@ -158,8 +173,9 @@ impl AccessLog {
     }
 
     /// Writes what is queued and stops the writer; waits for it at most
-    /// `limit`. Lines that come later are dropped (and counted).
-    pub fn close(&self, limit: Duration) {
+    /// `limit`, and says whether it finished. Lines that come later are
+    /// dropped (and counted).
+    pub fn drain(&self, limit: Duration) -> bool {
         self.pending().closing = true;
         self.shared.wake.notify_one();
         let writer = self
@@ -167,7 +183,7 @@ impl AccessLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(writer) = writer else { return };
+        let Some(writer) = writer else { return true };
         let deadline = Instant::now() + limit;
         // Bounded: a file stuck on a dead disk must not hold the stop forever.
         while !writer.is_finished() && Instant::now() < deadline {
@@ -175,7 +191,10 @@ impl AccessLog {
         }
         if writer.is_finished() {
             let _ = writer.join();
+            return true;
         }
+        // Not joined: the thread ends with the process.
+        false
     }
 }
 
@@ -264,7 +283,8 @@ pub fn seconds(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-type Out = Box<dyn Write + Send>;
+/// Where lines go: standard output or a file (or a test's writer).
+pub type Out = Box<dyn Write + Send>;
 
 fn open(path: &PathBuf) -> io::Result<Out> {
     if path.as_os_str() == "-" {
@@ -276,9 +296,10 @@ fn open(path: &PathBuf) -> io::Result<Out> {
 
 /// The writer thread: every [`TICK`] (or at once for a reopen or the
 /// stop) it takes what has gathered and writes it in one go.
-fn write_lines(shared: &Shared, out: Out) {
+fn write_lines(shared: &Shared, out: Out, dropped: &Counter) {
     let mut out = out;
     let mut batch = Vec::new();
+    let mut failing = false;
     loop {
         let (reopen, closing) = {
             let mut pending = shared
@@ -296,8 +317,16 @@ fn write_lines(shared: &Shared, out: Out) {
             (pending.reopen.take(), pending.closing)
         };
         if !batch.is_empty() {
-            if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
-                tracing::warn!(cause = %e, lines = bytecount(&batch), "access log lines lost: cannot write");
+            match out.write_all(&batch).and_then(|()| out.flush()) {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    // Counted always; logged when writes start failing, not per tick.
+                    dropped.inc_by(bytecount(&batch) as u64);
+                    if !failing {
+                        tracing::error!(cause = %e, "cannot write the access log; its lines are dropped (and counted) until it can");
+                    }
+                    failing = true;
+                }
             }
             batch.clear();
             if batch.capacity() > BACKLOG / 4 {
@@ -362,16 +391,19 @@ mod tests {
     fn close_writes_what_is_queued_and_later_lines_are_dropped_and_counted() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("access.log");
-        let log = AccessLog::new(&AccessLogConfig {
-            format: AccessLogFormat::Combined,
-            path: path.clone(),
-        })
-        .expect("open");
         let metrics = Metrics::new();
+        let log = AccessLog::new(
+            &AccessLogConfig {
+                format: AccessLogFormat::Combined,
+                path: path.clone(),
+            },
+            &metrics,
+        )
+        .expect("open");
         for _ in 0..3 {
             log.write(&entry(), &metrics);
         }
-        log.close(Duration::from_secs(5));
+        assert!(log.drain(Duration::from_secs(5)));
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 3, "{text}");
         log.write(&entry(), &metrics);
@@ -388,5 +420,102 @@ mod tests {
     fn control_bytes_never_reach_a_line_raw() {
         assert_eq!(quoted("a\nb\u{1b}"), "a\\x0Ab\\x1B");
         assert_eq!(clf_time("garbage"), "garbage");
+    }
+
+    /// An output whose writes block until `release` is dropped: a stalled
+    /// disk, or a standard output nobody reads.
+    struct Stalled(std::sync::mpsc::Receiver<()>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.0.recv();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `odoo_edge_access_log_dropped_total` as `/metrics` shows it.
+    fn dropped(metrics: &Metrics) -> u64 {
+        let config = crate::config::parse(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n\
+             [[nodes]]\nname = \"web1\"\naddress = \"127.0.0.1:8069\"\nrole = \"interactive\"\nworkers = 1\n",
+        )
+        .expect("config");
+        let text = metrics.render(&crate::pool::Topology::new(&config));
+        text.lines()
+            .find_map(|l| l.strip_prefix("odoo_edge_access_log_dropped_total "))
+            .and_then(|n| n.parse().ok())
+            .expect("the dropped counter")
+    }
+
+    #[test]
+    fn a_stalled_writer_neither_blocks_a_reload_nor_holds_more_than_the_backlog() {
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let metrics = Metrics::new();
+        let log = Arc::new(
+            AccessLog::with_output(
+                AccessLogFormat::Combined,
+                Box::new(Stalled(stalled)),
+                &metrics,
+            )
+            .expect("writer thread"),
+        );
+        // Heads as large as `limits.max_header_bytes` allows: 64 MiB in all
+        // if nothing bounds the bytes.
+        let path = format!("/{}", "a".repeat(64 * 1024));
+        let mut line = entry();
+        line.path = &path;
+        for _ in 0..1024 {
+            log.write(&line, &metrics);
+        }
+        let queued = log.pending().lines.len();
+        assert!(queued <= BACKLOG, "{queued} bytes queued");
+        // One batch may be in the stalled writer's hands, the rest dropped.
+        assert!(
+            dropped(&metrics) >= 1024 - 2 * (BACKLOG / (64 * 1024)) as u64,
+            "{} dropped",
+            dropped(&metrics)
+        );
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let reloading = log.clone();
+        let reload = std::thread::spawn(move || {
+            reloading.reconfigure(&AccessLogConfig {
+                format: AccessLogFormat::Json,
+                path: "-".into(),
+            });
+            let _ = done_tx.send(());
+        });
+        let returned = done.recv_timeout(Duration::from_secs(5)).is_ok();
+        drop(release);
+        reload.join().expect("reload thread");
+        assert!(returned, "reconfigure blocked behind a stalled writer");
+    }
+
+    /// An output on a full disk.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28)) // ENOSPC
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+    }
+
+    #[test]
+    fn lines_a_full_disk_refuses_are_counted_as_dropped() {
+        let metrics = Metrics::new();
+        let log = AccessLog::with_output(AccessLogFormat::Json, Box::new(Full), &metrics)
+            .expect("writer thread");
+        for _ in 0..1000 {
+            log.write(&entry(), &metrics);
+        }
+        assert!(log.drain(Duration::from_secs(5)), "the writer must finish");
+        assert_eq!(dropped(&metrics), 1000);
     }
 }

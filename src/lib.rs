@@ -133,14 +133,17 @@ pub struct Running {
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let listeners = listener::bind(&config.listeners)?;
     let lifecycle = shutdown::Lifecycle::default();
+    let metrics = metrics::Metrics::new();
     let access_log =
-        access_log::AccessLog::new(&config.access_log).map_err(|source| StartError::AccessLog {
-            path: config.access_log.path.clone(),
-            source,
+        access_log::AccessLog::new(&config.access_log, &metrics).map_err(|source| {
+            StartError::AccessLog {
+                path: config.access_log.path.clone(),
+                source,
+            }
         })?;
     let shared = Arc::new(proxy::Shared {
         lifecycle: lifecycle.clone(),
-        metrics: metrics::Metrics::new(),
+        metrics,
         access_log,
     });
     let edge: proxy::Current = Arc::new(ArcSwap::from_pointee(Edge::new(config, shared)));
@@ -219,17 +222,19 @@ impl Running {
     /// finish for up to `deadline`, closes websockets at once with a close
     /// frame 1001 (Going Away) to the client and a masked one to the node
     /// (after the frames in flight; see `proxy::tunnel`), drops whatever is
-    /// left at the deadline, then returns. With only websockets open it
-    /// returns within `proxy::tunnel::CLOSE_LIMIT`, whatever the deadline.
-    /// Last, the access log lines still in memory are written.
+    /// left at the deadline, waits (up to [`access_log::DRAIN_LIMIT`]) for
+    /// the access log lines still queued to be written, then returns. With
+    /// only websockets open it returns within `proxy::tunnel::CLOSE_LIMIT`
+    /// (plus the log's drain), whatever the deadline.
     pub async fn shutdown(self, deadline: Duration) {
         self.lifecycle.stop(deadline).await;
-        let edge = self.edge.load_full();
-        // A blocking wait for the writer thread, bounded.
-        let _ = tokio::task::spawn_blocking(move || {
-            edge.shared.access_log.close(Duration::from_secs(5));
-        })
-        .await;
+        // The lines of the last requests reach the log before the process
+        // exits, unless the writer is stuck (a hung disk, an unread pipe).
+        let shared = self.edge.load().shared.clone();
+        let drain = move || shared.access_log.drain(access_log::DRAIN_LIMIT);
+        if !tokio::task::spawn_blocking(drain).await.unwrap_or(false) {
+            warn!(limit = ?access_log::DRAIN_LIMIT, "access log lines still queued at exit; dropped");
+        }
     }
 }
 

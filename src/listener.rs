@@ -119,11 +119,16 @@ impl Mode {
 /// Accepts connections until the graceful stop, serving each on its own
 /// task registered with the edge's lifecycle.
 pub async fn serve(listener: TcpListener, current: Current, mode: Mode) {
-    let edge = current.load_full();
-    let shutdown = edge.lifecycle.graceful.clone();
+    // Only what outlives a reload is kept: holding the edge itself would keep
+    // its generation (pools, removed nodes, static cache) alive for good.
+    let (lifecycle, max_connections) = {
+        let edge = current.load();
+        (edge.lifecycle.clone(), edge.limits.max_connections)
+    };
+    let shutdown = lifecycle.graceful.clone();
     // Past the cap, connections wait in the kernel's listen backlog instead of
     // each taking memory here.
-    let slots = Arc::new(tokio::sync::Semaphore::new(edge.limits.max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -150,7 +155,7 @@ pub async fn serve(listener: TcpListener, current: Current, mode: Mode) {
         let _ = stream.set_nodelay(true);
         let current = current.clone();
         let mode = mode.clone();
-        edge.lifecycle.tasks.clone().spawn(async move {
+        lifecycle.tasks.spawn(async move {
             let conn = Conn {
                 peer,
                 local,
@@ -251,7 +256,9 @@ impl Conn {
         let service = service_fn(move |mut req: Request<Incoming>| {
             let edge = current.load_full();
             let guard = ActiveGuard::new(state.clone());
-            let client = client.clone();
+            // Trust as the edge serving this request says, not as it was
+            // when the connection opened.
+            let client = client.with_forwarding(&edge.forwarding);
             let regions = regions.clone();
             let hsts = hsts.clone();
             let redirect = redirect.clone();

@@ -11,7 +11,7 @@
 //!
 //! | family | labels |
 //! |---|---|
-//! | `requests_total` | `kind` (proxy, static, accel, websocket, redirect, error), `pool`, `node`, `status` (2xx…5xx) |
+//! | `requests_total` | `kind` (proxy, static, accel, websocket, redirect), `pool`, `node`, `status` (1xx…5xx) |
 //! | `request_duration_seconds` (histogram) | `kind`, `pool` |
 //! | `requests_in_flight` | |
 //! | `queue_wait_seconds` (histogram) | `pool` |
@@ -27,6 +27,7 @@
 //! | `access_log_dropped_total` | |
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -138,6 +139,10 @@ pub struct Metrics {
     reloads: Family<Outcome, Counter>,
     last_reload: Gauge<f64, AtomicU64>,
     access_log_dropped: Counter,
+    /// One scrape at a time: [`Metrics::render`] clears and refills the
+    /// node gauges, and two scrapes interleaved would add a node's count
+    /// twice (or show none).
+    rendering: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -180,6 +185,7 @@ impl Metrics {
             reloads: Family::default(),
             last_reload: Gauge::default(),
             access_log_dropped: Counter::default(),
+            rendering: Mutex::new(()),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -270,7 +276,7 @@ impl Metrics {
         );
         r.register(
             "access_log_dropped",
-            "Access log lines dropped because the writer fell behind",
+            "Access log lines dropped: the writer fell behind, or the file refused them",
             m.access_log_dropped.clone(),
         );
         m.last_reload.set(unix_now());
@@ -365,8 +371,17 @@ impl Metrics {
         self.access_log_dropped.inc();
     }
 
+    /// The dropped-lines counter itself, for the access log's writer thread.
+    pub fn access_log_dropped_counter(&self) -> Counter {
+        self.access_log_dropped.clone()
+    }
+
     /// The exposition, with the cluster gauges read from `topology` now.
     pub fn render(&self, topology: &Topology) -> String {
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         for family in [
             &self.node_up,
             &self.node_draining,
@@ -387,6 +402,11 @@ impl Metrics {
                 self.node_in_flight
                     .get_or_create(&labels)
                     .inc_by(i64::from(n));
+            }
+            if Arc::ptr_eq(pool, &topology.bus) && topology.bus_on_interactive {
+                // Named "interactive" too, and it never queues: setting its
+                // 0 would hide the interactive pool's queue.
+                continue;
             }
             self.queue_depth
                 .get_or_create(&PoolLabel { pool: pool.name })
@@ -440,3 +460,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests;

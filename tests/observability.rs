@@ -534,3 +534,19 @@ async fn a_reload_reopens_the_access_log_for_logrotate() {
     assert_eq!(old.len(), 1, "{old:#?}");
     assert!(old[0].contains("\"path\":\"/web/before\""), "{old:#?}");
 }
+
+#[tokio::test]
+async fn a_client_cannot_strip_the_request_id_odoo_receives() {
+    let cluster = Cluster::builder().interactive("web1").start().await;
+    let reply = Call::new(cluster.edge, Method::GET, "/web/login")
+        .header("Connection", "keep-alive, X-Request-ID")
+        .send()
+        .await;
+    assert_eq!(reply.status, 200);
+    let id = reply.header("x-request-id").expect("an id");
+    assert_eq!(
+        reply.echo().header("x-request-id"),
+        Some(id),
+        "Odoo must get the id the client got back and the log has"
+    );
+}

@@ -877,3 +877,62 @@ async fn what_a_reload_cannot_change_is_reported_as_needing_a_restart() {
     assert_eq!(reply.status, 200, "the running listener still serves");
     cluster.shutdown().await;
 }
+
+// === forwarding on open connections ===
+
+#[tokio::test]
+async fn a_peer_a_reload_no_longer_trusts_is_not_trusted_on_its_open_connection() {
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config("[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n")
+        .start()
+        .await;
+    let mut conn = common::KeptAlive::connect(cluster.edge).await;
+    let call = || {
+        Call::new(cluster.edge, Method::GET, "/web/login")
+            .header("X-Request-ID", "lb-5f0e8a2c")
+            .header("X-Forwarded-For", "203.0.113.9")
+    };
+    let reply = conn.send(call()).await;
+    assert_eq!(reply.echo().header("x-request-id"), Some("lb-5f0e8a2c"));
+
+    let mut config = cluster.config.clone();
+    config.forwarding.trusted_proxies.clear();
+    cluster.running().reload(&config);
+
+    // The same connection, after the reload: the peer's headers are not believed.
+    let reply = conn.send(call()).await;
+    assert!(!conn.is_closed());
+    assert_ne!(
+        reply.echo().header("x-request-id"),
+        Some("lb-5f0e8a2c"),
+        "a request id from a peer no longer trusted"
+    );
+    assert_eq!(reply.echo().header("x-forwarded-for"), Some("127.0.0.1"));
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_replaced_generation_is_freed_once_nothing_uses_it() {
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .interactive("web2")
+        .config("[admin]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    assert_eq!(common::get(cluster.edge, "/web/login").await.status, 200);
+    let first = Arc::downgrade(&cluster.running().edge());
+    let web2 = Arc::downgrade(&cluster.running().edge().topology.interactive.nodes[1]);
+    let mut config = cluster.config.clone();
+    config.nodes.retain(|n| n.name != "web2");
+    cluster.running().reload(&config);
+    assert_eq!(common::get(cluster.edge, "/web/login").await.status, 200);
+    let admin = cluster.running().admin.expect("admin API");
+    assert_eq!(common::get(admin, "/status").await.status, 200);
+    assert!(
+        wait_until(STEP, || first.upgrade().is_none()).await,
+        "the first generation (its pools, nodes and static cache) is still held"
+    );
+    assert!(web2.upgrade().is_none(), "the removed node is still held");
+    cluster.shutdown().await;
+}

@@ -51,6 +51,11 @@ impl Drop for Edge {
 impl Edge {
     /// Starts the binary with `config` and waits for its listening address.
     async fn start(config: &str) -> (Edge, tempfile::NamedTempFile) {
+        Edge::start_with_stdout(config, Stdio::null()).await
+    }
+
+    /// [`Edge::start`], with the edge's standard output going to `stdout`.
+    async fn start_with_stdout(config: &str, stdout: Stdio) -> (Edge, tempfile::NamedTempFile) {
         let file = tempfile::Builder::new()
             .suffix(".toml")
             .tempfile()
@@ -60,7 +65,7 @@ impl Edge {
             .args(["run", "-c", file.path().to_str().expect("utf-8 path")])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start odoo-edge");
@@ -609,4 +614,59 @@ async fn a_websocket_over_tls_gets_1001_at_the_stop() {
         "the node's websocket ends"
     );
     cluster.shutdown().await;
+}
+
+// === the access log at the stop ===
+
+#[tokio::test]
+async fn access_log_lines_queued_at_the_stop_are_written_before_the_edge_exits() {
+    const REQUESTS: usize = 1500;
+    let (web1, bus) = nodes().await;
+    let config = format!(
+        "{}\n[access_log]\nformat = \"json\"\npath = \"-\"\n",
+        config(&web1, &bus, "10s")
+    );
+    let (mut edge, _file) = Edge::start_with_stdout(&config, Stdio::piped()).await;
+    let mut stdout = edge.child.stdout.take().expect("stdout");
+    // Nobody reads the log yet: the writer stalls on the full pipe and the
+    // lines wait in its queue.
+    let mut keep_alive = common::KeptAlive::connect(edge.addr).await;
+    for _ in 0..REQUESTS {
+        let reply = keep_alive
+            .send(common::Call::new(
+                edge.addr,
+                hyper::Method::GET,
+                "/web/login",
+            ))
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    drop(keep_alive);
+    edge.terminate();
+    // Then the log is read, slowly (a busy journal): about 0.1 MB/s.
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut text = Vec::new();
+        let mut chunk = [0; 2048];
+        loop {
+            match stdout.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        text
+    });
+    assert!(edge.exited(STEP).await.success());
+    let text = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    let lines = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(
+        lines, REQUESTS,
+        "one access log line per request, none lost at exit"
+    );
 }

@@ -16,7 +16,8 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Who sent the request and how it reached the edge. Built once per client
-/// connection, so the per-request work is clones of ready header values.
+/// connection, so the per-request work is clones of ready header values (and
+/// the trust check, [`ClientInfo::with_forwarding`]).
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     pub peer: SocketAddr,
@@ -34,6 +35,15 @@ impl ClientInfo {
     /// The peer is in `forwarding.trusted_proxies`.
     pub fn is_trusted(&self) -> bool {
         self.trusted
+    }
+
+    /// This client as `fwd` sees it: a reload may have changed which peers
+    /// are trusted while the connection stays open.
+    pub fn with_forwarding(&self, fwd: &Forwarding) -> ClientInfo {
+        ClientInfo {
+            trusted: is_trusted(self.peer.ip(), fwd),
+            ..self.clone()
+        }
     }
 
     pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, fwd: &Forwarding) -> ClientInfo {
@@ -100,11 +110,19 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         // The usual tokens name no extra header; and a sender cannot make
-        // Host or the message framing disappear by naming them.
+        // Host, the message framing or the request id the edge set (which
+        // ties Odoo's log to the access log) disappear by naming them.
         .filter(|t| {
-            !["close", "keep-alive", "upgrade", "host", "content-length"]
-                .iter()
-                .any(|k| t.eq_ignore_ascii_case(k))
+            [
+                "close",
+                "keep-alive",
+                "upgrade",
+                "host",
+                "content-length",
+                "x-request-id",
+            ]
+            .iter()
+            .all(|k| !t.eq_ignore_ascii_case(k))
         })
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
