@@ -1,11 +1,13 @@
 //! The configuration file: the shipped example, the exact wording of every
 //! problem (key, value, line, reason), and `odoo-edge check`.
 
-use std::io::Write as _;
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::config_file;
 use odoo_edge::config::{self, ConfigError, Probe, Role, WhenAllDown};
 
 const EXAMPLE: &str = include_str!("../config/odoo-edge.example.toml");
@@ -345,24 +347,13 @@ fn odoo_edge(args: &[&str]) -> Output {
     }
 }
 
-/// A temp file holding `text`, removed when dropped.
-fn temp_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("create a temp file");
-    file.write_all(text.as_bytes())
-        .expect("write the temp file");
-    file
-}
-
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
 }
 
 #[test]
 fn check_accepts_the_example_and_summarises_it() {
-    let file = temp_config(EXAMPLE);
+    let file = config_file(EXAMPLE);
     let output = odoo_edge(&["check", "-c", path_str(file.path())]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -380,7 +371,7 @@ fn check_prints_every_problem_and_exits_1() {
         "{}\n[retries]\nmethods = [\"GET\", \"POST\"]\n",
         BASE.replace("10.0.0.11:8069", "10.0.0.1")
     );
-    let file = temp_config(&text);
+    let file = config_file(&text);
     let path = path_str(file.path());
     let output = odoo_edge(&["check", "-c", path]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -400,7 +391,7 @@ fn check_prints_every_problem_and_exits_1() {
 
 #[test]
 fn check_warns_about_a_cluster_without_gevent_node() {
-    let file = temp_config(BASE);
+    let file = config_file(BASE);
     let output = odoo_edge(&["check", "-c", path_str(file.path())]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
@@ -409,7 +400,7 @@ fn check_warns_about_a_cluster_without_gevent_node() {
 
 #[test]
 fn check_reports_a_syntax_error_with_its_line_and_exits_1() {
-    let file = temp_config(&BASE.replace("address = \"10.0.0.11:8069\"", "adress = \"x\""));
+    let file = config_file(&BASE.replace("address = \"10.0.0.11:8069\"", "adress = \"x\""));
     let output = odoo_edge(&["check", "-c", path_str(file.path())]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
@@ -436,7 +427,7 @@ fn check_on_a_missing_file_exits_1_with_a_clear_message() {
 fn run_with_a_taken_listener_exits_1_naming_the_listener() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
     let addr = taken.local_addr().expect("held address");
-    let file = temp_config(&BASE.replace("127.0.0.1:8080", &addr.to_string()));
+    let file = config_file(&BASE.replace("127.0.0.1:8080", &addr.to_string()));
     let output = odoo_edge(&["run", "-c", path_str(file.path())]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
@@ -535,7 +526,7 @@ fn without_health_or_admission_sections_the_defaults_apply() {
 
 #[test]
 fn every_key_is_read_and_node_overrides_merge_key_by_key() {
-    let page = temp_config("<h1>Back soon</h1>");
+    let page = config_file("<h1>Back soon</h1>");
     let text = format!(
         r#"[[listeners]]
 address = "127.0.0.1:8080"
@@ -1279,7 +1270,7 @@ fn a_certificate_expiring_within_two_weeks_is_a_warning() {
 fn check_refuses_an_expired_certificate_and_exits_1() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let old = write_pair(dir.path(), "old", &["old.example.com"], expired);
-    let file = temp_config(&with_tls(&[entry(&old.cert, &old.key)], ""));
+    let file = config_file(&with_tls(&[entry(&old.cert, &old.key)], ""));
     let output = odoo_edge(&["check", "-c", path_str(file.path())]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");

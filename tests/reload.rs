@@ -8,130 +8,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{EdgeProcess, config_file};
 use common::{Call, Cluster, Reply, STEP, sha256_hex, wait_until, ws_connect, ws_echo};
 use hyper::Method;
 use odoo_edge::mock_odoo::{self, MockConfig, MockHandle, Mode, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// The edge process; killed if a test fails before it stops it.
-struct Edge {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    addr: SocketAddr,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Edge {
-    fn start(config: &std::path::Path) -> Edge {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_odoo-edge"))
-            .args(["run", "-c", config.to_str().expect("utf-8 path")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start odoo-edge");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut edge = Edge {
-            child,
-            lines,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let line = edge.wait_for("listening");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        edge.addr = strip_ansi(addr).parse().expect("listening address");
-        edge
-    }
-
-    /// The first log line containing `needle`, within 10 s.
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if strip_ansi(&line).contains(needle) => return strip_ansi(&line),
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {needle:?} within 10 s"),
-            }
-        }
-    }
-
-    /// The admin API's address, from its log line (it follows the listeners').
-    fn admin(&mut self) -> SocketAddr {
-        let line = self.wait_for("admin API listening");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        addr.parse().expect("admin address")
-    }
-
-    /// Sends SIGTERM and waits (15 s at most) for a clean exit.
-    fn stop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("poll") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "odoo-edge did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "{status:?}");
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: sends a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
-    }
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip to the end of the escape sequence.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn config(web1: &MockHandle, web2: &MockHandle, drain_web1: bool) -> String {
     format!(
@@ -176,13 +63,8 @@ async fn sighup_drains_a_node_and_a_broken_file_changes_nothing() {
     let web2 = mock_odoo::bind(localhost, MockConfig::new("web2", Role::Interactive))
         .await
         .expect("web2");
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(config(&web1, &web2, false).as_bytes())
-        .expect("write config");
-    let mut edge = Edge::start(file.path());
+    let file = config_file(&config(&web1, &web2, false));
+    let mut edge = EdgeProcess::start(file.path()).await;
 
     let mut nodes = Vec::new();
     for _ in 0..4 {
@@ -192,7 +74,7 @@ async fn sighup_drains_a_node_and_a_broken_file_changes_nothing() {
 
     std::fs::write(file.path(), config(&web1, &web2, true)).expect("rewrite config");
     edge.signal(libc::SIGHUP);
-    edge.wait_for("reload: node web1: draining");
+    edge.wait_for("reload: node web1: draining").await;
     for _ in 0..6 {
         assert_eq!(
             served_by(edge.addr).await,
@@ -203,7 +85,7 @@ async fn sighup_drains_a_node_and_a_broken_file_changes_nothing() {
 
     std::fs::write(file.path(), "[[listeners]\nbroken").expect("break config");
     edge.signal(libc::SIGHUP);
-    edge.wait_for("reload refused");
+    edge.wait_for("reload refused").await;
     assert_eq!(
         served_by(edge.addr).await,
         "web2",
@@ -212,14 +94,14 @@ async fn sighup_drains_a_node_and_a_broken_file_changes_nothing() {
 
     std::fs::write(file.path(), config(&web1, &web2, false)).expect("restore config");
     edge.signal(libc::SIGHUP);
-    edge.wait_for("reload: node web1: back in service");
+    edge.wait_for("reload: node web1: back in service").await;
     let mut nodes = Vec::new();
     for _ in 0..4 {
         nodes.push(served_by(edge.addr).await);
     }
     assert!(nodes.iter().any(|n| n == "web1"), "web1 is back: {nodes:?}");
 
-    edge.stop();
+    edge.stop().await;
     web1.shutdown().await;
     web2.shutdown().await;
 }
@@ -265,15 +147,6 @@ async fn mock(name: &str, role: Role) -> MockHandle {
     )
     .await
     .unwrap_or_else(|e| panic!("{name} must bind: {e}"))
-}
-
-fn temp_config(text: &str) -> tempfile::NamedTempFile {
-    let mut file = tempfile::Builder::new()
-        .suffix(".toml")
-        .tempfile()
-        .expect("temp file");
-    file.write_all(text.as_bytes()).expect("write config");
-    file
 }
 
 // === the acceptance test: 20 reloads under load ===
@@ -353,9 +226,9 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_the_websocket_open()
     let web1 = mock("web1", Role::Interactive).await;
     let web2 = mock("web2", Role::Interactive).await;
     let bus = mock("bus", Role::Gevent).await;
-    let file = temp_config(&cycle_config(0, &web1, &web2, &bus));
-    let mut edge = Edge::start(file.path());
-    let admin = edge.admin();
+    let file = config_file(&cycle_config(0, &web1, &web2, &bus));
+    let mut edge = EdgeProcess::start(file.path()).await;
+    let admin = edge.admin().await;
     let addr = edge.addr;
 
     let (mut ws, response) = ws_connect(addr, "/websocket?version=17.0-1").await;
@@ -448,7 +321,7 @@ async fn twenty_reloads_under_load_fail_no_request_and_keep_the_websocket_open()
         "the tunnel's one connection, never reopened"
     );
     drop(ws);
-    edge.stop();
+    edge.stop().await;
     for mock in [web1, web2, bus] {
         mock.shutdown().await;
     }
@@ -476,9 +349,9 @@ async fn post_bytes(addr: SocketAddr, len: usize) -> Reply {
 #[tokio::test]
 async fn sighup_applies_a_new_body_limit_and_a_broken_file_is_refused_and_counted() {
     let web1 = mock("web1", Role::Interactive).await;
-    let file = temp_config(&limits_config(&web1, ""));
-    let mut edge = Edge::start(file.path());
-    let admin = edge.admin();
+    let file = config_file(&limits_config(&web1, ""));
+    let mut edge = EdgeProcess::start(file.path()).await;
+    let admin = edge.admin().await;
     let reply = post_bytes(edge.addr, 4096).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.echo().body_len(), 4096);
@@ -510,7 +383,7 @@ async fn sighup_applies_a_new_body_limit_and_a_broken_file_is_refused_and_counte
         applied_at,
         "a refused file is not a successful reload"
     );
-    edge.stop();
+    edge.stop().await;
     web1.shutdown().await;
 }
 

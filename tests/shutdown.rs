@@ -8,10 +8,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::process::EdgeProcess;
 use common::tls::{Pki, tls_listener};
 use common::{Cluster, STEP, wait_until, ws_connect, ws_echo};
 use futures_util::StreamExt as _;
@@ -33,129 +33,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 const CLOSE_1001: &[u8] = b"\x88\x16\x03\xe9server shutting down";
 
 // === the edge as a process ===
-
-/// `odoo-edge run`; killed if a test fails before it exits.
-struct Edge {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    addr: SocketAddr,
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Edge {
-    /// Starts the binary with `config` and waits for its listening address.
-    async fn start(config: &str) -> (Edge, tempfile::NamedTempFile) {
-        Edge::start_with_stdout(config, Stdio::null()).await
-    }
-
-    /// [`Edge::start`], with the edge's standard output going to `stdout`.
-    async fn start_with_stdout(config: &str, stdout: Stdio) -> (Edge, tempfile::NamedTempFile) {
-        let file = tempfile::Builder::new()
-            .suffix(".toml")
-            .tempfile()
-            .expect("temp file");
-        std::fs::write(file.path(), config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_odoo-edge"))
-            .args(["run", "-c", file.path().to_str().expect("utf-8 path")])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start odoo-edge");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut edge = Edge {
-            child,
-            lines,
-            addr: common::localhost(),
-        };
-        let line = edge.wait_for("listening").await;
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("address="))
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        edge.addr = addr.parse().expect("listening address");
-        (edge, file)
-    }
-
-    /// The first log line from now on containing `needle`, within [`STEP`].
-    async fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + STEP;
-        loop {
-            match self.lines.try_recv().map(|l| strip_ansi(&l)) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    panic!("odoo-edge ended without a log line with {needle:?}")
-                }
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?} within {STEP:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn terminate(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: sends a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill failed");
-    }
-
-    /// The exit status, within `limit`.
-    async fn exited(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the child") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "odoo-edge did not exit within {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-/// `text` without terminal colour sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip to the end of the escape sequence.
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// Mock nodes `web1` (interactive, 4 workers) and `bus` (gevent).
 async fn nodes() -> (MockHandle, MockHandle) {
@@ -240,7 +117,7 @@ where
 async fn sigterm_finishes_a_slow_request_closes_websockets_with_1001_and_exits_0() {
     let (web1, bus) = nodes().await;
     let deadline = Duration::from_secs(10);
-    let (mut edge, _file) = Edge::start(&config(&web1, &bus, "10s")).await;
+    let mut edge = EdgeProcess::start_text(&config(&web1, &bus, "10s")).await;
     let (mut ws, _) = ws_connect(edge.addr, "/websocket?version=17.0-1").await;
     assert_eq!(ws_echo(&mut ws, "hello").await["node"], "bus");
     let addr = edge.addr;
@@ -251,7 +128,7 @@ async fn sigterm_finishes_a_slow_request_closes_websockets_with_1001_and_exits_0
     );
 
     let signalled = Instant::now();
-    edge.terminate();
+    edge.signal(libc::SIGTERM);
     assert_going_away(&close_of(&mut ws).await);
     finish(&mut ws).await;
     // Bounded by STEP; a connection accepted before the listener closed is retried.
@@ -298,7 +175,7 @@ async fn sigterm_finishes_a_slow_request_closes_websockets_with_1001_and_exits_0
 #[tokio::test]
 async fn with_only_websockets_open_the_edge_exits_long_before_the_deadline() {
     let (web1, bus) = nodes().await;
-    let (mut edge, _file) = Edge::start(&config(&web1, &bus, "60s")).await;
+    let mut edge = EdgeProcess::start_text(&config(&web1, &bus, "60s")).await;
     let (mut ws, _) = ws_connect(edge.addr, "/websocket?version=17.0-1").await;
     assert_eq!(ws_echo(&mut ws, "hello").await["node"], "bus");
     // A second client that never reads nor answers the close.
@@ -309,7 +186,7 @@ async fn with_only_websockets_open_the_edge_exits_long_before_the_deadline() {
     );
 
     let signalled = Instant::now();
-    edge.terminate();
+    edge.signal(libc::SIGTERM);
     assert_going_away(&close_of(&mut ws).await);
     finish(&mut ws).await;
     let status = edge.exited(STEP).await;
@@ -327,7 +204,7 @@ async fn with_only_websockets_open_the_edge_exits_long_before_the_deadline() {
 #[tokio::test]
 async fn a_request_past_the_shutdown_deadline_is_cut_and_the_edge_exits_0() {
     let (web1, bus) = nodes().await;
-    let (mut edge, _file) = Edge::start(&config(&web1, &bus, "1s")).await;
+    let mut edge = EdgeProcess::start_text(&config(&web1, &bus, "1s")).await;
     let addr = edge.addr;
     let slow = tokio::spawn(async move { raw_get(addr, "/web/slow?mock_sleep=20000", STEP).await });
     assert!(
@@ -336,7 +213,7 @@ async fn a_request_past_the_shutdown_deadline_is_cut_and_the_edge_exits_0() {
     );
 
     let signalled = Instant::now();
-    edge.terminate();
+    edge.signal(libc::SIGTERM);
     edge.wait_for("shutdown deadline").await;
     let status = edge.exited(STEP).await;
     let took = signalled.elapsed();
@@ -626,8 +503,11 @@ async fn access_log_lines_queued_at_the_stop_are_written_before_the_edge_exits()
         "{}\n[access_log]\nformat = \"json\"\npath = \"-\"\n",
         config(&web1, &bus, "10s")
     );
-    let (mut edge, _file) = Edge::start_with_stdout(&config, Stdio::piped()).await;
-    let mut stdout = edge.child.stdout.take().expect("stdout");
+    let mut edge = EdgeProcess::with_config_text(&config)
+        .stdout(Stdio::piped())
+        .start()
+        .await;
+    let mut stdout = edge.take_stdout();
     // Nobody reads the log yet: the writer stalls on the full pipe and the
     // lines wait in its queue.
     let mut keep_alive = common::KeptAlive::connect(edge.addr).await;
@@ -642,7 +522,7 @@ async fn access_log_lines_queued_at_the_stop_are_written_before_the_edge_exits()
         assert_eq!(reply.status, 200);
     }
     drop(keep_alive);
-    edge.terminate();
+    edge.signal(libc::SIGTERM);
     // Then the log is read, slowly (a busy journal): about 0.1 MB/s.
     let reader = std::thread::spawn(move || {
         use std::io::Read as _;

@@ -4,92 +4,63 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::process::EdgeProcess;
 use odoo_edge::systemd;
+use tokio::time::{Instant, timeout};
 
 /// The whole conversation with the edge must fit in this.
 const OVERALL: Duration = Duration::from_secs(10);
 
-/// The edge process, with the socket it notifies; killed if a test fails
-/// before it stops it.
-struct Edge {
-    child: Child,
-    notify: UnixDatagram,
+/// The notify socket, played by the test as the service manager holds it.
+struct NotifySocket {
+    socket: tokio::net::UnixDatagram,
     deadline: Instant,
 }
 
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Edge {
-    fn start(config: &Path, socket: &Path) -> Edge {
-        let notify = UnixDatagram::bind(socket).expect("bind the notify socket");
-        let child = Command::new(env!("CARGO_BIN_EXE_odoo-edge"))
-            .args(["run", "-c", config.to_str().expect("utf-8 path")])
-            .env("NOTIFY_SOCKET", socket)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start odoo-edge");
-        Edge {
-            child,
-            notify,
+impl NotifySocket {
+    /// Binds the socket at `path`; the conversation must end within [`OVERALL`].
+    fn bind(path: &Path) -> NotifySocket {
+        NotifySocket {
+            socket: tokio::net::UnixDatagram::bind(path).expect("bind the notify socket"),
             deadline: Instant::now() + OVERALL,
         }
     }
 
+    /// What is left of the overall deadline.
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     /// The next notification (one datagram), before the overall deadline.
-    fn next(&self) -> String {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+    async fn next(&self) -> String {
+        let left = self.left();
         assert!(!left.is_zero(), "out of time waiting for a notification");
-        self.notify
-            .set_read_timeout(Some(left))
-            .expect("set the read timeout");
         let mut buf = [0; 4096];
-        let n = self
-            .notify
-            .recv(&mut buf)
-            .expect("a notification before the deadline");
+        let n = timeout(left, self.socket.recv(&mut buf))
+            .await
+            .expect("a notification before the deadline")
+            .expect("read a notification");
         String::from_utf8(buf[..n].to_vec()).expect("notifications are UTF-8")
     }
 
     /// Reads notifications up to the first with `field` as one of its lines;
     /// returns that one and the ones before it.
-    fn until(&self, field: &str) -> (String, Vec<String>) {
+    async fn until(&self, field: &str) -> (String, Vec<String>) {
         let mut before = Vec::new();
+        // Bounded by the overall deadline of `next`.
         loop {
-            let message = self.next();
+            let message = self.next().await;
             if message.lines().any(|l| l == field) {
                 return (message, before);
             }
             before.push(message);
-        }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: sends a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill failed");
-    }
-
-    /// The exit status, before the overall deadline.
-    fn wait(&mut self) -> ExitStatus {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll the child") {
-                return status;
-            }
-            assert!(Instant::now() < self.deadline, "odoo-edge did not stop");
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -128,14 +99,19 @@ fn last_status(messages: &[String]) -> String {
         .to_owned()
 }
 
-#[test]
-fn run_reports_ready_reloading_and_stopping_to_the_notify_socket() {
+#[tokio::test]
+async fn run_reports_ready_reloading_and_stopping_to_the_notify_socket() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config_path = dir.path().join("odoo-edge.toml");
     std::fs::write(&config_path, config()).expect("write config");
-    let mut edge = Edge::start(&config_path, &dir.path().join("notify"));
+    let socket = dir.path().join("notify");
+    let notify = NotifySocket::bind(&socket);
+    let mut edge = EdgeProcess::with_config(&config_path)
+        .env("NOTIFY_SOCKET", &socket)
+        .start()
+        .await;
 
-    let (_, before) = edge.until("READY=1");
+    let (_, before) = notify.until("READY=1").await;
     let status = last_status(&before);
     assert!(
         status.starts_with("serving 1 listener(s): 127.0.0.1:"),
@@ -145,13 +121,13 @@ fn run_reports_ready_reloading_and_stopping_to_the_notify_socket() {
     // A reload: RELOADING=1 with the time it started, then READY=1.
     let sent_at = systemd::monotonic_usec();
     edge.signal(libc::SIGHUP);
-    let (reloading, _) = edge.until("RELOADING=1");
+    let (reloading, _) = notify.until("RELOADING=1").await;
     let started = monotonic_usec(&reloading);
     assert!(
         (sent_at..=systemd::monotonic_usec()).contains(&started),
         "MONOTONIC_USEC={started} is not CLOCK_MONOTONIC now (sent at {sent_at})"
     );
-    let (_, between) = edge.until("READY=1");
+    let (_, between) = notify.until("READY=1").await;
     assert!(
         last_status(&between).contains("reloaded: nothing to change"),
         "{between:?}"
@@ -160,16 +136,16 @@ fn run_reports_ready_reloading_and_stopping_to_the_notify_socket() {
     // A broken file is refused, and the edge is ready again on the old one.
     std::fs::write(&config_path, "[[listeners]\nbroken").expect("break config");
     edge.signal(libc::SIGHUP);
-    let (reloading, _) = edge.until("RELOADING=1");
+    let (reloading, _) = notify.until("RELOADING=1").await;
     monotonic_usec(&reloading);
-    let (_, between) = edge.until("READY=1");
+    let (_, between) = notify.until("READY=1").await;
     let status = last_status(&between);
     assert!(status.contains("reload refused: "), "{status}");
     assert!(!status.contains('\n'), "STATUS is one line: {status:?}");
 
     edge.signal(libc::SIGTERM);
-    edge.until("STOPPING=1");
-    let status = edge.wait();
+    notify.until("STOPPING=1").await;
+    let status = edge.exited(notify.left()).await;
     assert!(status.success(), "{status:?}");
 }
 

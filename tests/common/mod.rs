@@ -1,13 +1,15 @@
 //! Shared helpers for the edge's integration tests: a cluster of in-process mock
 //! Odoo nodes with an edge in front, a small HTTP/1.1 client, raw-socket requests,
-//! a websocket client and a reader for the mock's JSON echo.
+//! a websocket client and a reader for the mock's JSON echo; `process` runs
+//! the real `odoo-edge run` binary, `tls` makes certificates.
 //!
 //! Everything listens on 127.0.0.1 with ports chosen by the system, and every
-//! wait is bounded by [`STEP`].
+//! wait is bounded: by [`STEP`] unless its doc names another bound.
 
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod tls;
 
 use std::net::SocketAddr;
