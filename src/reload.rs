@@ -10,8 +10,8 @@
 //! * **Settings** (timeouts, limits, forwarding, cookies, retries, health,
 //!   admission, statics, filestore, access log) apply to requests that start
 //!   after the swap; requests already running finish with the generation
-//!   they started with. Client-side timeouts are taken when a connection
-//!   opens, `websocket_idle` when a tunnel opens.
+//!   they started with. Client-side timeouts and `limits.max_header_bytes`
+//!   are taken when a connection opens, `websocket_idle` when a tunnel opens.
 //! * **Kept nodes** (same name, address and role) are the same [`Node`]: their
 //!   health (up or down, streaks), idle keep-alive connections and busy
 //!   workers carry over, and a changed `workers`, probe or `drain` applies in
