@@ -14,9 +14,10 @@
 //!
 //! Probe tasks belong to one generation of the topology: a reload stops them
 //! and starts the next topology's. A node the reload keeps keeps its health
-//! (up or down, and its streak) and is probed with its new settings, the
-//! first probe one interval after the reload; a new node starts up, as at
-//! start.
+//! (up or down, and its streak) and is probed with its new settings, at the
+//! same cadence (the next probe one new interval after the last one, however
+//! often reloads come); a new node starts up, as at start, its first probe
+//! one interval after the reload.
 //!
 //! # Probes and busy workers
 //!
@@ -80,14 +81,14 @@ pub fn spawn(
 
 async fn probe_loop(node: Arc<Node>, slot: Option<(Arc<Pool>, usize)>, connect_timeout: Duration) {
     // Nodes start up, and live traffic finds a dead one at once (refused
-    // connections count): the first probe comes one interval in (after a
-    // reload too, for kept nodes and new ones alike).
+    // connections count): the first probe comes one interval in. A kept
+    // node's new task after a reload keeps the old one's cadence.
     let interval = node.probe().interval;
-    let first = tokio::time::Instant::now() + interval;
-    let mut ticks = tokio::time::interval_at(first, interval);
+    let mut ticks = tokio::time::interval_at(node.next_probe(interval), interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        node.probe_ticked();
         let answered = node.take_answered();
         let lease = match &slot {
             Some((pool, index)) => pool.try_acquire_node(*index),

@@ -84,6 +84,10 @@ pub struct Node {
     failing: AtomicBool,
     /// The node answered a request since the probe loop last looked.
     answered: AtomicBool,
+    /// When the node was last probed (or first scheduled for a probe): a
+    /// reload's new probe task keeps the cadence instead of starting a full
+    /// interval over.
+    probe_anchor: Mutex<Option<tokio::time::Instant>>,
 }
 
 /// Consecutive passes or failures, whichever came last.
@@ -118,6 +122,7 @@ impl Node {
             streak: Mutex::new(Streak::default()),
             failing: AtomicBool::new(false),
             answered: AtomicBool::new(false),
+            probe_anchor: Mutex::new(None),
         }
     }
 
@@ -245,6 +250,27 @@ impl Node {
     /// Whether the node answered a request since the last call.
     pub fn take_answered(&self) -> bool {
         self.answered.swap(false, Ordering::Relaxed)
+    }
+
+    /// When a new probe task should first probe: one (new) `interval` after
+    /// the node's last probe, or after it was first scheduled if never
+    /// probed; now if that is past. So reloads, however frequent, never hold
+    /// a probe off, and a changed interval counts from the last probe.
+    pub fn next_probe(&self, interval: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut anchor = self
+            .probe_anchor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (*anchor.get_or_insert(now) + interval).max(now)
+    }
+
+    /// The probe loop ticked now.
+    pub fn probe_ticked(&self) {
+        *self
+            .probe_anchor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tokio::time::Instant::now());
     }
 }
 

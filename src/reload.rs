@@ -25,8 +25,10 @@
 //!   them are left to end on their own (client or node closes, or
 //!   `websocket_idle`): a reload never cuts a tunnel. A node put back while
 //!   requests to it still run is the same node again.
-//! * **Probes** of the old topology stop and the new topology's start: the
-//!   first probe one interval after the reload.
+//! * **Probes** of the old topology stop and the new topology's start. A
+//!   kept node keeps its cadence (next probe one interval after its last),
+//!   so frequent reloads never hold its probes off; a new node is first
+//!   probed one interval after the reload.
 //! * **TLS certificates** are swapped for new handshakes; open connections
 //!   keep theirs.
 //!

@@ -809,3 +809,24 @@ async fn a_replaced_generation_is_freed_once_nothing_uses_it() {
     assert!(web2.upgrade().is_none(), "the removed node is still held");
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn reloads_more_frequent_than_the_probe_interval_do_not_hold_probes_off() {
+    let cluster = Cluster::builder().interactive("web1").start().await;
+    let web1 = cluster.node("web1").stats.clone();
+    let mut config = cluster.config.clone();
+    config.nodes[0].probe.interval = Duration::from_millis(300);
+    cluster.running().reload(&config);
+    let before = web1.requests();
+    // A reload every 100 ms for 1.5 s: each would restart a 300 ms wait.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cluster.running().reload(&config);
+    }
+    let probes = web1.requests() - before;
+    assert!(
+        (3..=7).contains(&probes),
+        "about one probe per 300 ms in 1.5 s, got {probes}"
+    );
+    cluster.shutdown().await;
+}
