@@ -164,7 +164,9 @@ pub async fn serve(listener: TcpListener, current: Current, mode: Mode) {
             };
             match conn.mode.tls.clone() {
                 None => conn.serve(stream, Protocol::Http1).await,
-                Some(tls) => conn.serve_tls(stream, tls).await,
+                // Boxed: a plain connection's task is then not sized for
+                // rustls' state and the HTTP/2 connection it never uses.
+                Some(tls) => Box::pin(conn.serve_tls(stream, tls)).await,
             }
             drop(slot);
         });
