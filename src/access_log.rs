@@ -67,8 +67,10 @@ pub struct Entry<'a> {
 struct Pending {
     /// Lines not written yet.
     lines: Vec<u8>,
-    /// A reload asked for the file to be reopened at this path.
-    reopen: Option<PathBuf>,
+    /// Reloads asked for the file to be reopened at these paths, in order;
+    /// the lines queued before each (the first so many bytes of `lines`)
+    /// go to the file as it was then.
+    reopen: Vec<(PathBuf, usize)>,
     /// The edge stops: write what is left and end.
     closing: bool,
 }
@@ -125,7 +127,11 @@ impl AccessLog {
     /// when unchanged: logrotate moved it).
     pub fn reconfigure(&self, config: &AccessLogConfig) {
         self.format.store(encode(config.format), Ordering::Relaxed);
-        self.pending().reopen = Some(config.path.clone());
+        let mut pending = self.pending();
+        // Lines already queued belong to the file as it was.
+        let split = pending.lines.len();
+        pending.reopen.push((config.path.clone(), split));
+        drop(pending);
         self.shared.wake.notify_one();
     }
 
@@ -306,7 +312,7 @@ fn write_lines(shared: &Shared, out: Out, dropped: &Counter) {
                 .pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if pending.reopen.is_none() && !pending.closing {
+            if pending.reopen.is_empty() && !pending.closing {
                 pending = shared
                     .wake
                     .wait_timeout(pending, TICK)
@@ -314,26 +320,13 @@ fn write_lines(shared: &Shared, out: Out, dropped: &Counter) {
                     .0;
             }
             std::mem::swap(&mut batch, &mut pending.lines);
-            (pending.reopen.take(), pending.closing)
+            (std::mem::take(&mut pending.reopen), pending.closing)
         };
-        if !batch.is_empty() {
-            match out.write_all(&batch).and_then(|()| out.flush()) {
-                Ok(()) => failing = false,
-                Err(e) => {
-                    // Counted always; logged when writes start failing, not per tick.
-                    dropped.inc_by(bytecount(&batch) as u64);
-                    if !failing {
-                        tracing::error!(cause = %e, "cannot write the access log; its lines are dropped (and counted) until it can");
-                    }
-                    failing = true;
-                }
-            }
-            batch.clear();
-            if batch.capacity() > BACKLOG / 4 {
-                batch.shrink_to(BACKLOG / 4);
-            }
-        }
-        if let Some(path) = reopen {
+        let mut written = 0;
+        for (path, split) in reopen {
+            let split = split.clamp(written, batch.len());
+            write_batch(&mut out, &batch[written..split], dropped, &mut failing);
+            written = split;
             match open(&path) {
                 Ok(file) => out = file,
                 Err(e) => tracing::error!(
@@ -343,8 +336,31 @@ fn write_lines(shared: &Shared, out: Out, dropped: &Counter) {
                 ),
             }
         }
+        write_batch(&mut out, &batch[written..], dropped, &mut failing);
+        batch.clear();
+        if batch.capacity() > BACKLOG / 4 {
+            batch.shrink_to(BACKLOG / 4);
+        }
         if closing {
             return;
+        }
+    }
+}
+
+/// Writes `lines` out; what the output refuses is counted as dropped, and
+/// logged when writes start failing (not per tick).
+fn write_batch(out: &mut Out, lines: &[u8], dropped: &Counter, failing: &mut bool) {
+    if lines.is_empty() {
+        return;
+    }
+    match out.write_all(lines).and_then(|()| out.flush()) {
+        Ok(()) => *failing = false,
+        Err(e) => {
+            dropped.inc_by(bytecount(lines) as u64);
+            if !*failing {
+                tracing::error!(cause = %e, "cannot write the access log; its lines are dropped (and counted) until it can");
+            }
+            *failing = true;
         }
     }
 }
@@ -420,6 +436,34 @@ mod tests {
     fn control_bytes_never_reach_a_line_raw() {
         assert_eq!(quoted("a\nb\u{1b}"), "a\\x0Ab\\x1B");
         assert_eq!(clf_time("garbage"), "garbage");
+    }
+
+    #[test]
+    fn lines_queued_before_a_reopen_go_to_the_old_file_and_later_ones_to_the_new() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, new) = (dir.path().join("old.log"), dir.path().join("new.log"));
+        let config = |path: &std::path::Path| AccessLogConfig {
+            format: AccessLogFormat::Combined,
+            path: path.to_path_buf(),
+        };
+        let metrics = Metrics::new();
+        let log = AccessLog::new(&config(&old), &metrics).expect("open");
+        let mut line = entry();
+        for round in 0..50 {
+            line.request_id = "before";
+            log.write(&line, &metrics);
+            log.reconfigure(&config(if round % 2 == 0 { &new } else { &old }));
+            line.request_id = "after";
+            log.write(&line, &metrics);
+            // Back to `old` for the next round, with nothing queued.
+            if round % 2 == 0 {
+                log.reconfigure(&config(&old));
+            }
+        }
+        assert!(log.drain(Duration::from_secs(5)));
+        let new_text = std::fs::read_to_string(&new).expect("new file");
+        assert!(!new_text.contains("id=before"), "{new_text}");
+        assert_eq!(new_text.lines().count(), 25, "{new_text}");
     }
 
     /// An output whose writes block until `release` is dropped: a stalled

@@ -255,6 +255,8 @@ impl Conn {
         let client = ClientInfo::new(peer, local, mode.tls.is_some(), &edge.forwarding);
         let redirect = mode.redirect;
         drop(edge);
+        // For the log line of a head hyper refuses before the service sees it.
+        let (log_current, log_client) = (current.clone(), client.clone());
         let service = service_fn(move |mut req: Request<Incoming>| {
             let edge = current.load_full();
             let guard = ActiveGuard::new(state.clone());
@@ -337,6 +339,11 @@ impl Conn {
             }
         };
         if let Err(e) = result {
+            if let Some(status) = refused_head_status(&e) {
+                // hyper answered it itself; it gets its log line all the same.
+                let shared = log_current.load().shared.clone();
+                drop(RequestLog::rejected(shared, &log_client, status));
+            }
             debug!(%peer, cause = %e, "client connection ended with an error");
         }
     }
@@ -366,6 +373,20 @@ where
                 }
             }
         }
+    }
+}
+
+/// The status hyper answered a request head it could not parse with (see
+/// hyper's `Server::on_error`); `None` when it sent nothing.
+fn refused_head_status(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        // The one public clue that tells 414 (the URI) from 431 (the head).
+        let uri = e.to_string().to_ascii_lowercase().contains("uri");
+        Some(if uri { 414 } else { 431 })
+    } else if e.is_parse() && !e.is_parse_version_h2() && !e.is_parse_status() {
+        Some(400)
+    } else {
+        None
     }
 }
 

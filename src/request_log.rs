@@ -36,6 +36,8 @@ pub struct RequestLog {
     method: http::Method,
     uri: http::Uri,
     version: Version,
+    /// False for a head hyper refused: method, path and protocol are unknown.
+    head_read: bool,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     pub request_id: HeaderValue,
@@ -65,10 +67,35 @@ impl RequestLog {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
+            head_read: true,
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             request_id,
             status: None,
+            outcome: Outcome::default(),
+            bytes: 0,
+            shared,
+        }
+    }
+}
+
+impl RequestLog {
+    /// A request head hyper refused before the edge saw it, answered by
+    /// hyper itself with `status` (400, 414 or 431): logged with `-` for
+    /// what could not be read, and counted, like any request.
+    pub fn rejected(shared: Arc<Shared>, client: &ClientInfo, status: u16) -> RequestLog {
+        shared.metrics.started();
+        RequestLog {
+            started: Instant::now(),
+            client: client.peer,
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/"),
+            version: Version::HTTP_11,
+            head_read: false,
+            referer: None,
+            user_agent: None,
+            request_id: new_id(),
+            status: Some(status),
             outcome: Outcome::default(),
             bytes: 0,
             shared,
@@ -101,14 +128,22 @@ impl Drop for RequestLog {
         };
         let referer = text(&self.referer);
         let user_agent = text(&self.user_agent);
-        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let (method, target, protocol) = if self.head_read {
+            (
+                self.method.as_str(),
+                self.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                protocol(self.version),
+            )
+        } else {
+            ("-", "-", "-")
+        };
         let entry = Entry {
             time: access_log::now(),
             request_id: self.request_id.to_str().unwrap_or("-"),
             client: self.client,
-            method: self.method.as_str(),
+            method,
             path: target,
-            protocol: protocol(self.version),
+            protocol,
             status,
             bytes: self.bytes,
             duration: access_log::seconds(duration),

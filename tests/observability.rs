@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::tls::{Pki, tls_listener};
-use common::{Call, Cluster, STEP, fetch, get, post, ws_connect, ws_echo};
+use common::{Call, Cluster, STEP, fetch, get, post, raw_request, ws_connect, ws_echo};
 use hyper::Method;
 use odoo_edge::mock_odoo::{MockConfig, Role};
 use prometheus_parse::{LineInfo, Scrape, Value};
@@ -549,4 +549,55 @@ async fn a_client_cannot_strip_the_request_id_odoo_receives() {
         Some(id),
         "Odoo must get the id the client got back and the log has"
     );
+}
+
+#[tokio::test]
+async fn a_head_hyper_refuses_still_gets_its_log_line_and_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("access.log");
+    let cluster = Cluster::builder()
+        .interactive("web1")
+        .config(&format!(
+            "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+            log_config(&log, "json")
+        ))
+        .start()
+        .await;
+    let bad = raw_request(
+        cluster.edge,
+        b"GET /web HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let big = format!(
+        "GET /web HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(200_000)
+    );
+    let big = raw_request(cluster.edge, big.as_bytes()).await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+
+    let lines = log_lines(&log, 2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let mut statuses: Vec<u64> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .map(|e| {
+            assert_eq!(
+                (e["method"].as_str(), e["path"].as_str()),
+                (Some("-"), Some("-")),
+                "{e}"
+            );
+            e["status"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [400, 431]);
+    let admin = cluster.running().admin.expect("admin API");
+    let (scrape, text) = scrape_metrics(admin).await;
+    assert_eq!(
+        sum(&scrape, "odoo_edge_requests_total", &[("status", "4xx")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(sum(&scrape, "odoo_edge_requests_in_flight", &[]), 0.0);
 }
