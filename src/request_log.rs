@@ -4,7 +4,9 @@
 //! The record is made when the request head arrives and finished when it is
 //! dropped: after the reply body is sent, or when the client leaves first
 //! (then the status is the reply's, or 499 if no reply was made yet, as in
-//! nginx). Either way a request gets exactly one line.
+//! nginx). Either way a request gets exactly one line; so does a head hyper
+//! refuses and answers itself (400, 414, 431), with `-` for what it could
+//! not read ([`RequestLog::rejected`]).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
