@@ -26,11 +26,12 @@
 //! | `last_reload_success_timestamp_seconds` | |
 //! | `access_log_dropped_total` | |
 
+use std::fmt::{self, Write as _};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -71,8 +72,19 @@ impl Kind {
 struct RequestLabels {
     kind: &'static str,
     pool: &'static str,
-    node: String,
+    node: NodeName,
     status: &'static str,
+}
+
+/// A node's name as a label value, shared with the node ([`crate::pool::Node::label`]);
+/// empty for a request no node answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct NodeName(Option<Arc<str>>);
+
+impl EncodeLabelValue for NodeName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        encoder.write_str(self.0.as_deref().unwrap_or(""))
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,7 +167,8 @@ impl Default for Metrics {
 pub struct Finished<'a> {
     pub kind: Kind,
     pub pool: &'static str,
-    pub node: &'a str,
+    /// [`crate::pool::Node::label`] of the node that answered, if one did.
+    pub node: Option<&'a Arc<str>>,
     pub status: u16,
     pub duration: Duration,
     pub bytes: u64,
@@ -311,7 +324,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 kind,
                 pool: f.pool,
-                node: f.node.to_owned(),
+                node: NodeName(f.node.cloned()),
                 status: status_class(f.status),
             })
             .inc();

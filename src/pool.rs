@@ -56,6 +56,8 @@ use crate::upstream::Endpoint;
 #[derive(Debug)]
 pub struct Node {
     pub name: String,
+    /// The name as a metrics label, shared: counting a request copies no string.
+    pub label: Arc<str>,
     /// `host:port`.
     pub address: String,
     pub role: Role,
@@ -109,6 +111,7 @@ impl Node {
     pub fn new(config: &NodeConfig) -> Node {
         Node {
             name: config.name.clone(),
+            label: Arc::from(config.name.as_str()),
             address: config.address.clone(),
             role: config.role,
             workers: AtomicU32::new(config.workers),

@@ -8,6 +8,7 @@
 //! refuses and answers itself (400, 414, 431), with `-` for what it could
 //! not read ([`RequestLog::rejected`]).
 
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
 use std::net::SocketAddr;
@@ -63,6 +64,14 @@ impl RequestLog {
         req.headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id.clone());
         shared.metrics.started();
+        // Only the access log reads these.
+        let logged = |name| {
+            shared
+                .access_log
+                .enabled()
+                .then(|| req.headers().get(name).cloned())
+                .flatten()
+        };
         RequestLog {
             started: Instant::now(),
             client: client.peer,
@@ -70,8 +79,8 @@ impl RequestLog {
             uri: req.uri().clone(),
             version: req.version(),
             head_read: true,
-            referer: req.headers().get(header::REFERER).cloned(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: logged(header::REFERER),
+            user_agent: logged(header::USER_AGENT),
             request_id,
             status: None,
             outcome: Outcome::default(),
@@ -109,12 +118,11 @@ impl Drop for RequestLog {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
         let status = self.status.unwrap_or(CLIENT_CLOSED);
-        let node = self.outcome.node.as_ref().map_or("", |n| n.name.as_str());
         let pool = self.outcome.pool;
         self.shared.metrics.finished(&Finished {
             kind: self.outcome.kind,
             pool,
-            node,
+            node: self.outcome.node.as_ref().map(|n| &n.label),
             status,
             duration,
             bytes: self.bytes,
@@ -123,11 +131,12 @@ impl Drop for RequestLog {
         if !self.shared.access_log.enabled() {
             return;
         }
-        let text = |v: &Option<HeaderValue>| {
+        let node = self.outcome.node.as_ref().map_or("", |n| n.name.as_str());
+        // Borrowed unless the header is not UTF-8.
+        fn text(v: &Option<HeaderValue>) -> Cow<'_, str> {
             v.as_ref()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default()
-        };
+                .map_or(Cow::Borrowed(""), |v| String::from_utf8_lossy(v.as_bytes()))
+        }
         let referer = text(&self.referer);
         let user_agent = text(&self.user_agent);
         let (method, target, protocol) = if self.head_read {
