@@ -136,6 +136,14 @@ pub struct Outcome {
     pub queue_wait: Option<Duration>,
 }
 
+impl Outcome {
+    /// The request goes to `node`, its `attempts`th node.
+    pub(crate) fn attempt(&mut self, node: &Arc<Node>, attempts: usize) {
+        self.retries = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.node = Some(node.clone());
+    }
+}
+
 /// Serves one client request. Never fails: errors become short error pages.
 pub async fn handle(
     edge: &Edge,
@@ -246,8 +254,7 @@ async fn forward(
         };
         tried.push(lease.index());
         let node = lease.node().clone();
-        outcome.retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
-        outcome.node = Some(node.clone());
+        outcome.attempt(&node, tried.len());
         let request = upstream_request(&parts, &node, &target, &body);
         let send = {
             let node = node.clone();

@@ -87,8 +87,7 @@ pub async fn tunnel(
         };
         tried.push(lease.index());
         let node = lease.node().clone();
-        outcome.retries = u32::try_from(tried.len() - 1).unwrap_or(u32::MAX);
-        outcome.node = Some(node.clone());
+        outcome.attempt(&node, tried.len());
         let stream = match connect(&node, edge).await {
             Ok(stream) => stream,
             Err(e) => {
